@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.28;
+
+import {IReleaseRegistry} from "../interfaces/IReleaseRegistry.sol";
+
+/// @notice The roles of the consortium. ADMIN is AccessControl's DEFAULT_ADMIN_ROLE and administers
+/// every other role; it is meant for a multisig or a timelock.
+library Roles {
+    bytes32 internal constant ADMIN = 0x00;
+    bytes32 internal constant REGISTRAR = keccak256("REGISTRAR_ROLE");
+    bytes32 internal constant APPROVER = keccak256("APPROVER_ROLE");
+    bytes32 internal constant DEPLOYER = keccak256("DEPLOYER_ROLE");
+    bytes32 internal constant RESPONDER = keccak256("RESPONDER_ROLE");
+}
+
+/// @notice How names become storage keys; see IReleaseRegistry for the keys' definitions.
+library Keys {
+    uint256 internal constant MAX_NAME_LENGTH = 64;
+
+    /// @dev Hashes a service, environment or version name after checking it is 1..64 bytes long.
+    function name(string calldata value) internal pure returns (bytes32) {
+        uint256 length = bytes(value).length;
+        if (length == 0 || length > MAX_NAME_LENGTH) revert IReleaseRegistry.InvalidName(value);
+        return keccak256(bytes(value));
+    }
+
+    function artifactId(bytes32 serviceKey, bytes32 digest) internal pure returns (bytes32) {
+        return keccak256(abi.encode(serviceKey, digest));
+    }
+
+    function target(bytes32 serviceKey, bytes32 environmentKey) internal pure returns (bytes32) {
+        return keccak256(abi.encode(serviceKey, environmentKey));
+    }
+
+    function release(bytes32 artifactId_, bytes32 target_) internal pure returns (bytes32) {
+        return keccak256(abi.encode(artifactId_, target_));
+    }
+}
