@@ -1,0 +1,140 @@
+"""Start and stop anvil, the embedded development chain.
+
+The anvil binary comes from the npm package @foundry-rs/anvil pinned in package.json (its platform
+binary arrives as an optional dependency); SHIPLEDGER_ANVIL or an `anvil` on PATH override it.
+Only tests and `shipledger devnet` use this module: nothing else may assume the chain is anvil.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEV_MNEMONIC = "test test test test test test test test test test test junk"  # anvil's default
+
+
+class ToolNotFound(RuntimeError):
+    pass
+
+
+def find_foundry_tool(name: str) -> str:
+    """Path of a Foundry binary (anvil, cast) installed by `npm ci`, or on PATH."""
+    override = os.environ.get(f"SHIPLEDGER_{name.upper()}")
+    if override:
+        return override
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
+    system = platform.system().lower()
+    if arch:
+        binary = PROJECT_ROOT / "node_modules" / "@foundry-rs" / f"{name}-{system}-{arch}" / "bin" / name
+        if binary.is_file():
+            return str(binary)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise ToolNotFound(f"{name} not found: run `make setup` (npm ci) or put {name} on PATH")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rpc_call(url: str, method: str, params: list | None = None, timeout: float = 2.0):
+    """One JSON-RPC call with the standard library (no web3 import on fast paths)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        reply = json.load(response)
+    if "error" in reply:
+        raise RuntimeError(f"{method}: {reply['error'].get('message', reply['error'])}")
+    return reply["result"]
+
+
+def wait_for_rpc(url: str, timeout: float = 20.0, process: subprocess.Popen | None = None) -> int:
+    """Wait until the node answers eth_chainId; return the chain id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(rpc_call(url, "eth_chainId", timeout=1.0), 16)
+        except (OSError, urllib.error.URLError, RuntimeError):
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"anvil exited with code {process.returncode} before answering on {url}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no JSON-RPC answer from {url} within {timeout:.0f}s") from None
+            time.sleep(0.05)
+
+
+@dataclass
+class Anvil:
+    """A running anvil process."""
+
+    process: subprocess.Popen
+    url: str
+    chain_id: int
+
+    @classmethod
+    def start(
+        cls,
+        port: int | None = None,
+        chain_id: int = 31337,
+        accounts: int = 10,
+        log_path: Path | None = None,
+        detach: bool = False,
+        extra_args: tuple[str, ...] = (),
+    ) -> "Anvil":
+        port = port or free_port()
+        args = [
+            find_foundry_tool("anvil"),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--chain-id", str(chain_id),
+            "--accounts", str(accounts),
+            "--mnemonic", DEV_MNEMONIC,
+            "--silent",
+            *extra_args,
+        ]
+        log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        try:
+            process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach
+            )
+        finally:
+            if log_path:
+                log.close()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_rpc(url, process=process)
+        except BaseException:
+            process.kill()
+            raise
+        return cls(process=process, url=url, chain_id=chain_id)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def dev_private_keys(count: int = 10) -> list[str]:
+    """The private keys anvil funds from DEV_MNEMONIC (m/44'/60'/0'/0/i)."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    return [
+        Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key.hex() for i in range(count)
+    ]
