@@ -70,8 +70,16 @@ def sources_sha256(metadata: dict) -> str:
 
 
 def print_diagnostics(errors: list[dict]) -> None:
+    """Print the compiler's messages to stderr; dependencies' warnings (not ours to fix) as counts."""
+    in_dependencies: dict[str, int] = {}
     for error in errors:
+        file = error.get("sourceLocation", {}).get("file", "")
+        if error["severity"] != "error" and file and not file.startswith("contracts/"):
+            in_dependencies[file] = in_dependencies.get(file, 0) + 1
+            continue
         print(error.get("formattedMessage") or error["message"], file=sys.stderr)
+    for file, count in sorted(in_dependencies.items()):
+        print(f"({count} compiler warning(s) in dependency {file} not shown)", file=sys.stderr)
 
 
 def compile_contracts() -> dict[str, str]:
