@@ -1,0 +1,65 @@
+# shipledger developer entry points. Every target installs what it needs first: `setup` is
+# idempotent and cheap once done (stamp files), so a fresh clone needs only `make test`.
+#
+#   make setup      .venv (requirements-dev.lock + the package, editable) and node_modules (npm ci)
+#   make build      compile contracts/*.sol into shipledger/artifacts/*.json
+#   make test       the test suite
+#   make gas        gas report (scripts/gas.py)
+#   make demo       the demo story (scripts/demo.py)
+#   make ape-setup  optional Ape toolchain in .venv-ape (requirements-ape.lock); then use tools/ape
+#   make clean      remove caches and build outputs (not the venvs: `make distclean` does that)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+APE_VENV := .venv-ape
+NPM_STAMP := node_modules/.shipledger-npm-ci
+
+.PHONY: setup build test gas demo ape-setup clean distclean
+
+setup: $(VENV)/.installed $(NPM_STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements-dev.lock pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -r requirements-dev.lock
+	$(VENV)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+# npm ci wipes node_modules, so run it only when node_modules is missing or older than the lock
+# (npm writes node_modules/.package-lock.json on every install).
+$(NPM_STAMP): package-lock.json
+	if [[ ! -f node_modules/.package-lock.json || node_modules/.package-lock.json -ot package-lock.json ]]; then \
+		npm ci --no-audit --no-fund; \
+	fi
+	touch $@
+
+build: setup
+	$(VENV)/bin/python scripts/build.py
+
+test: setup
+	$(VENV)/bin/pytest
+
+gas: setup
+	$(VENV)/bin/python scripts/gas.py
+
+demo: setup
+	$(VENV)/bin/python scripts/demo.py
+
+ape-setup: setup $(APE_VENV)/.installed
+
+$(APE_VENV)/bin/python:
+	$(PYTHON) -m venv $(APE_VENV)
+
+$(APE_VENV)/.installed: requirements-ape.lock | $(APE_VENV)/bin/python
+	$(APE_VENV)/bin/pip install --quiet -r requirements-ape.lock
+	touch $@
+
+clean:
+	rm -rf .build .cache contracts/.cache .pytest_cache bench/out
+	find . -name __pycache__ -type d -not -path './node_modules/*' -not -path './.venv*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) $(APE_VENV) node_modules
