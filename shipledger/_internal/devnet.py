@@ -138,3 +138,111 @@ def dev_private_keys(count: int = 10) -> list[str]:
     return [
         Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key.hex() for i in range(count)
     ]
+
+
+# ---------------------------------------------------------------------- `shipledger devnet up|down`
+
+STATE_DIR = Path(".shipledger") / "devnet"
+DEFAULT_BOOK = Path("deployments") / "devnet.json"
+DEV_ROLES = {  # dev account index -> (part, organisation or None, roles)
+    0: ("admin", None, ()),
+    1: ("registrar", None, ("REGISTRAR",)),
+    2: ("deployer", None, ("DEPLOYER",)),
+    3: ("responder", None, ("RESPONDER",)),
+    4: ("approver", "acme", ("APPROVER",)),
+    5: ("approver", "globex", ("APPROVER",)),
+    6: ("approver", "initech", ("APPROVER",)),
+    7: ("outsider", None, ()),
+}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def running_devnet(state_dir: Path = STATE_DIR) -> dict | None:
+    """The devnet recorded in state_dir if its anvil still answers, else None."""
+    try:
+        state = json.loads((state_dir / "state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not _alive(state["pid"]):
+        return None
+    try:
+        if int(rpc_call(state["rpc_url"], "eth_chainId"), 16) != state["chain_id"]:
+            return None
+        code = rpc_call(state["rpc_url"], "eth_getCode", [state["registry"], "latest"])
+    except (OSError, RuntimeError):
+        return None
+    return state if code not in ("0x", "") else None
+
+
+def devnet_up(port: int = 8545, book_path: Path = DEFAULT_BOOK, state_dir: Path = STATE_DIR) -> dict:
+    """Start anvil in the background, deploy the suite, create a demo consortium; reuse a running one."""
+    state = running_devnet(state_dir)
+    if state is not None and Path(state["deployment"]).is_file():
+        return state
+    from eth_account import Account
+
+    from shipledger.client import Ledger
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    node = Anvil.start(port=port, log_path=state_dir / "anvil.log", detach=True)
+    try:
+        keys = dev_private_keys(len(DEV_ROLES))
+        accounts = [Account.from_key(k) for k in keys]
+        admin = Ledger.deploy_suite(node.url, accounts[0], out=book_path)
+        org_ids = {name: admin.add_organisation(name) for name in ("acme", "globex", "initech")}
+        summary: dict = {"approvers": []}
+        for index, (part, org, roles) in DEV_ROLES.items():
+            account = accounts[index]
+            if org:
+                admin.add_member(org_ids[org], account.address)
+            for role in roles:
+                admin.grant_role(role, account.address)
+            entry = {"address": account.address, "private_key": keys[index], "org": org}
+            if part == "approver":
+                summary["approvers"].append(entry)
+            else:
+                summary[part] = entry
+    except BaseException:
+        node.stop()
+        raise
+    book = json.loads(book_path.read_text())
+    book["rpc_url"] = node.url  # so the CLI finds the devnet with no --rpc
+    book_path.write_text(json.dumps(book, indent=2) + "\n")
+    state = {
+        "rpc_url": node.url,
+        "deployment": str(book_path),
+        "chain_id": node.chain_id,
+        "accounts": summary,
+        "pid": node.process.pid,
+        "registry": admin.registry.address,
+    }
+    tmp = state_dir / "state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(state_dir / "state.json")
+    return state
+
+
+def devnet_down(state_dir: Path = STATE_DIR) -> bool:
+    """Stop the background anvil and forget its address book; False if none was running."""
+    try:
+        state = json.loads((state_dir / "state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    stopped = False
+    if _alive(state["pid"]):
+        os.kill(state["pid"], 15)
+        stopped = True
+        for _ in range(100):
+            if not _alive(state["pid"]):
+                break
+            time.sleep(0.05)
+    Path(state["deployment"]).unlink(missing_ok=True)
+    (state_dir / "state.json").unlink(missing_ok=True)
+    return stopped

@@ -10,11 +10,11 @@ from eth_utils import keccak, to_checksum_address
 from shipledger._internal import artifacts
 
 
-def _abi_type(item: dict) -> str:
+def canonical_type(item: dict) -> str:
     """The canonical ABI type of one input, expanding tuples."""
     kind = item["type"]
     if kind.startswith("tuple"):
-        return "(" + ",".join(_abi_type(c) for c in item["components"]) + ")" + kind[len("tuple"):]
+        return "(" + ",".join(canonical_type(c) for c in item["components"]) + ")" + kind[len("tuple"):]
     return kind
 
 
@@ -26,7 +26,7 @@ def error_table() -> dict[bytes, tuple[str, list[str], list[str]]]:
         for item in artifacts.abi(name):
             if item["type"] != "error":
                 continue
-            types = [_abi_type(i) for i in item["inputs"]]
+            types = [canonical_type(i) for i in item["inputs"]]
             selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
             table[selector] = (item["name"], [i["name"] for i in item["inputs"]], types)
     return table
