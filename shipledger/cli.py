@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
+from shipledger.models import Verdict
 from shipledger.errors import AddressBookError, ConnectionFailed, ShipledgerError, UsageError, gate_sentence, role_name
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
@@ -512,15 +513,20 @@ HISTORY_COLUMNS = ("block", "time", "kind", "service", "environment", "summary",
 def _summary(event) -> str:
     f = event.fields
     pick = {
-        "registered": lambda: f"{f['version']} {f['digest'][:18]}.. by {f['registrant'][:10]}",
+        "registered": lambda: f"{f['version']} sha256:{f['digest'][2:14]}.. by {f['registrant'][:10]}",
         "approved": lambda: f"by {f['approver'][:10]} (org {f['org']}){' signed' if f['bySignature'] else ''}",
         "rejected": lambda: f"by {f['approver'][:10]}: {f['reason']}",
         "deployed": lambda: f"#{f['id']} at {f['percent']}%",
         "promoted": lambda: f"#{f['id']} {f['fromPercent']}% -> {f['toPercent']}%",
-        "canary-verdict": lambda: f"#{f['id']} score {f['scoreBasisPoints'] / 100:.1f} verdict {f['verdict']}",
+        "canary-verdict": lambda: f"#{f['id']} score {f['scoreBasisPoints'] / 100:.1f} {Verdict(f['verdict']).name.lower()}",
         "completed": lambda: f"#{f['id']} live",
         "rolled-back": lambda: f"#{f['id']} -> #{f['restored']}: {f['reason']}",
         "incident-opened": lambda: f"#{f['id']} sev{f['severity']}: {f['title']}",
+        "incident-acknowledged": lambda: f"#{f['id']} by {f['responder'][:10]}",
+        "incident-mitigated": lambda: f"#{f['id']}" + (f" by rollback of #{f['rollbackId']}" if f["rollbackId"] else ""),
+        "incident-resolved": lambda: f"#{f['id']}" + (f" postmortem {f['postmortemUri']}" if f["postmortemUri"] else ""),
+        "failed": lambda: f"#{f['id']}: {f['reason']}",
+        "revoked": lambda: f"sha256:{f['digest'][2:14]}..: {f['reason']}",
         "role-granted": lambda: f"{role_name(bytes.fromhex(f['role'][2:]))} to {f['account']}",
         "role-revoked": lambda: f"{role_name(bytes.fromhex(f['role'][2:]))} from {f['account']}",
         "policy-set": lambda: f"version {f['newPolicy']['version']}: {f['newPolicy']['threshold']} approvals, "

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""`make demo`: a release story played on the embedded devnet, told in plain sentences.
+
+v1 is registered and denied, approved by two organisations (one approval signed offline and
+submitted by someone else), rolled out 10% -> 50% -> 100% with canary verdicts; v2 goes the same
+way; a severity-1 incident freezes v3, v2 is rolled back to v1, the incident resolves with a
+postmortem, and the history closes the story. The devnet stays up afterwards for the CLI to explore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from shipledger import Ledger
+from shipledger._internal.devnet import devnet_up
+from shipledger.digests import digest_path
+from shipledger.models import ArtifactSpec
+
+ENV = "prod"
+
+
+def say(text: str) -> None:
+    print(f"  {text}", flush=True)
+
+
+def chapter(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def build_artifact(workdir: Path, service: str, version: str) -> tuple[str, str]:
+    """A stand-in for a build: a file whose bytes depend on the version; returns (digest, commit)."""
+    path = workdir / f"{service}-{version}.tar"
+    path.write_bytes(f"{service} {version}\n".encode() * 1000)
+    commit = hashlib.sha1(f"{service}@{version}".encode()).hexdigest()
+    return digest_path(path), commit
+
+
+def fresh_service(registrar: Ledger) -> str:
+    """'payments', or payments-N when an earlier demo on this devnet already used the name."""
+    name, n = "payments", 1
+    while registrar.digest_of(name, "1.0.0") is not None:
+        n += 1
+        name = f"payments-{n}"
+    return name
+
+
+def main() -> None:
+    started = time.monotonic()
+    chapter("Starting the devnet (anvil) with the shipledger suite and a three-organisation consortium")
+    state = devnet_up()
+    url, book, accounts = state["rpc_url"], state["deployment"], state["accounts"]
+    as_key = lambda part: Ledger.connect(url, book, signer=part["private_key"])  # noqa: E731
+    admin, registrar = as_key(accounts["admin"]), as_key(accounts["registrar"])
+    deployer, responder = as_key(accounts["deployer"]), as_key(accounts["responder"])
+    acme, globex, _ = (as_key(a) for a in accounts["approvers"])
+    outsider = as_key(accounts["outsider"])
+    say(f"chain {state['chain_id']} at {url}; address book {book}")
+
+    service = fresh_service(registrar)
+    admin.set_policy(service, ENV, threshold=2, min_organisations=2, ttl=7 * 86400, freeze_severity=2)
+    say(f"policy for {service} in {ENV}: 2 approvals from 2 organisations, valid 7 days, "
+        "frozen by open incidents of severity 1-2")
+
+    workdir = Path(tempfile.mkdtemp(prefix="shipledger-demo-"))
+    deployments: dict[str, int] = {}
+
+    def release(version: str) -> str:
+        digest, commit = build_artifact(workdir, service, version)
+        registrar.register(ArtifactSpec(digest=digest, service=service, version=version, commit=commit,
+                                        committed_at=int(time.time()) - 3600, uri=f"oci://registry.local/{service}:{version}"))
+        say(f"{service} {version} registered by the CI pipeline as {digest[:23]}...")
+        return digest
+
+    def gate(digest: str, version: str) -> bool:
+        result = registrar.gate(digest, service, ENV)
+        from shipledger.errors import gate_sentence
+
+        say(f"gate for {version} in {ENV}: {'ALLOWED' if result.allowed else 'DENIED'} - {gate_sentence(result.reason, result.details)}")
+        return result.allowed
+
+    def approve(digest: str, version: str) -> None:
+        acme.approve(digest, service, ENV, comment=f"{version} reviewed")
+        say(f"acme's approver approved {version} with a transaction from their wallet")
+        signed = globex.sign_approval(digest, service, ENV)
+        say(f"globex's approver signed an EIP-712 approval offline (nonce {str(signed.nonce)[:8]}..., no RPC needed)")
+        outsider.submit_approvals([signed])
+        say("an account with no role submitted that signature; the contract checked it")
+
+    def roll_out(digest: str, version: str) -> int:
+        deployment = deployer.start_deployment(digest, service, ENV, percent=10)
+        say(f"deployment {deployment}: {version} canary at 10%")
+        for percent in (50, 100):
+            deployer.record_analysis(deployment, 97.5, "pass", judge="demo-judge/1")
+            deployer.promote(deployment, percent)
+            say(f"canary verdict pass (score 97.5); promoted to {percent}%")
+        deployer.complete(deployment)
+        say(f"deployment {deployment} completed: {version} is live")
+        return deployment
+
+    for version in ("1.0.0", "2.0.0"):
+        chapter(f"Releasing {version}")
+        digest = release(version)
+        gate(digest, version)
+        approve(digest, version)
+        gate(digest, version)
+        deployments[version] = roll_out(digest, version)
+
+    chapter("An incident freezes the next release")
+    v3 = release("3.0.0")
+    approve(v3, "3.0.0")
+    incident = responder.open_incident(service, ENV, 1, "checkout errors up 40% after 2.0.0",
+                                       suspects=[deployments["2.0.0"]])
+    say(f"on-call opened incident {incident} (severity 1) naming deployment {deployments['2.0.0']} as suspect")
+    gate(v3, "3.0.0")
+
+    chapter("Rolling back and resolving")
+    restored = deployer.rollback(deployments["2.0.0"], "incident %d" % incident)
+    say(f"deployment {deployments['2.0.0']} rolled back: deployment {restored} (1.0.0) is live again")
+    responder.acknowledge(incident)
+    responder.mitigate(incident, rollback_id=deployments["2.0.0"])
+    postmortem = workdir / "postmortem.md"
+    postmortem.write_text("# Checkout errors\nCause: connection pool size halved in 2.0.0.\n")
+    responder.resolve(incident, digest_path(postmortem), "https://wiki.local/postmortems/checkout-errors")
+    say(f"incident {incident} acknowledged, mitigated by the rollback, resolved with a postmortem")
+    gate(v3, "3.0.0")
+
+    chapter(f"History of {service} (from the chain's events)")
+    sys.stdout.flush()
+    subprocess.run([sys.executable, "-m", "shipledger.cli", "history", "--service", service,
+                    "--deployment", book, "--rpc", url], check=True)
+    print(f"\nDone in {time.monotonic() - started:.1f}s. The devnet is still running: try "
+          f"`.venv/bin/shipledger status {service} {ENV}`, or stop it with `.venv/bin/shipledger devnet down`.")
+
+
+if __name__ == "__main__":
+    main()
