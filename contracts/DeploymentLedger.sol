@@ -181,7 +181,11 @@ contract DeploymentLedger is IDeploymentLedger {
             if (state.active != 0) revert RolloutInProgress(deployment.target, state.active);
             restored = deployment.previous;
             state.live = uint64(restored);
-            _completed[Keys.release(deployment.artifactId, deployment.target)] = false;
+            // The artifact no longer counts as done here, unless the restored deployment is the same
+            // artifact (a redeploy being undone), which is still live in this target.
+            if (restored == 0 || _deployments[restored].artifactId != deployment.artifactId) {
+                _completed[Keys.release(deployment.artifactId, deployment.target)] = false;
+            }
         } else {
             revert DeploymentStateInvalid(id, DeploymentStatus.InProgress, from);
         }

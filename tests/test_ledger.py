@@ -423,12 +423,6 @@ def test_gate_prior_environment_still_met_after_staging_moves_on(suite):
     assert gate(suite, digest, PROD) == (Reason.Allowed, 0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="contract bug: rolling back a redeploy of the same artifact clears _completed[release] although "
-    "the restored live staging deployment is that same artifact, so the prod gate denies with "
-    "MissingPriorEnvironment",
-)
 def test_gate_prior_environment_met_after_rollback_of_same_artifact_redeploy(suite):
     digest = make_releasable(suite, STAGING)
     make_releasable_prod(suite, digest)
