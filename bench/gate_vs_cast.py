@@ -1,0 +1,181 @@
+"""`shipledger gate --json` vs `cast call ... gate(...)`: wall time of one gate check, process
+start to exit, measured side by side against the same devnet in the same run.
+
+Both ask the DeploymentLedger the same question; the shipledger CLI also checks the chain id and
+that the address book's contract has code (one batched JSON-RPC request), decodes the reason and
+prints JSON. Target: the CLI's median <= 4x cast's. Prints the ratio; never fails on time.
+
+    .venv/bin/python bench/gate_vs_cast.py [--runs 20] [--importtime]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+
+from _common import SHIPLEDGER, devnet, header, median, ms, timed_run
+
+SERVICE, ENV = "bench", "prod"
+TARGET = 4.0
+
+
+def setup_release(state: dict) -> str:
+    """Register an artifact, set a policy (1 approval) and approve it, so the gate says allowed."""
+    from shipledger import ArtifactSpec, Ledger
+
+    accounts = state["accounts"]
+    digest = "sha256:" + secrets.token_hex(32)
+    registrar = Ledger.connect(state["rpc_url"], state["book"], signer=accounts["registrar"]["private_key"])
+    registrar.register(ArtifactSpec(digest=digest, service=SERVICE, version="1.0.0"))
+    admin = Ledger.connect(state["rpc_url"], state["book"], signer=accounts["admin"]["private_key"])
+    admin.set_policy(SERVICE, ENV, threshold=1)
+    approver = Ledger.connect(state["rpc_url"], state["book"], signer=accounts["approvers"][0]["private_key"])
+    approver.approve(digest, SERVICE, ENV)
+    result = approver.gate(digest, SERVICE, ENV)
+    if not result.allowed:
+        raise RuntimeError(f"setup failed: the SDK gate says {result}")
+    return digest
+
+
+def importtime_top(argv: list[str], cwd, env: dict, top: int = 10, repeats: int = 3) -> list[tuple[float, float, str]]:
+    """(cumulative ms, self ms, module) of the slowest imports of one gate run, by cumulative time;
+    the median over a few runs, since one run on a busy machine is noisy."""
+    samples: dict[str, list[tuple[int, int]]] = {}
+    for _ in range(repeats):
+        proc = subprocess.run([sys.executable, "-X", "importtime", *argv], cwd=cwd, env=env, capture_output=True, text=True)
+        for line in proc.stderr.splitlines():
+            m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
+            if m:
+                samples.setdefault(m.group(3)[1:] + m.group(4), []).append((int(m.group(2)), int(m.group(1))))
+    rows = [(median([c for c, _ in v]) / 1000, median([s for _, s in v]) / 1000, k) for k, v in samples.items()]
+    return sorted(rows, reverse=True)[:top]
+
+
+PHASES = """
+import sys, time
+t0 = time.perf_counter()
+import shipledger.cli as cli
+t1 = time.perf_counter()
+cli.build_parser()
+t2 = time.perf_counter()
+import contextlib, io
+with contextlib.redirect_stdout(io.StringIO()):
+    code = cli.main(sys.argv[1:])
+t3 = time.perf_counter()
+print(t1 - t0, t2 - t1, (t3 - t2) - (t2 - t1), code)
+"""
+
+
+def phases(argv: list[str], cwd, env: dict, repeats: int = 7) -> dict[str, float]:
+    """Median seconds of the gate's phases inside the process: importing shipledger.cli, building
+    the argparse parser (every subcommand, for one gate call), and the rest of main() (parse,
+    address book, the JSON-RPC round trip, decode, print)."""
+    rows = []
+    for _ in range(repeats):
+        proc = subprocess.run([sys.executable, "-c", PHASES, *argv], cwd=cwd, env=env, capture_output=True, text=True)
+        rows.append([float(x) for x in proc.stdout.split()[:3]])
+    return {name: median([r[i] for r in rows]) for i, name in enumerate(("import shipledger.cli", "build_parser()", "rest of main()"))}
+
+
+def modes() -> list[tuple[str, dict]]:
+    """Environments to run the gate in. The headline is 'cached bytecode': a private
+    PYTHONPYCACHEPREFIX (in the temp dir, so nothing is written into the repo) filled by the warm-up
+    run, as for any installed package. If the inherited environment forbids writing bytecode
+    (PYTHONDONTWRITEBYTECODE) and the editable source tree has no __pycache__, every gate run
+    compiles shipledger from source: measured too, as 'inherited env'."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
+    cached = {k: v for k, v in base.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    out = [("cached bytecode", cached)]
+    from pathlib import Path
+
+    import shipledger
+
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not (Path(shipledger.__file__).parent / "__pycache__").is_dir():
+        out.append(("inherited env (PYTHONDONTWRITEBYTECODE=1, no shipledger .pyc)", dict(base)))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--importtime", action="store_true", help="print the import-time top 10 even under the target")
+    opts = parser.parse_args()
+
+    from shipledger._internal.devnet import find_foundry_tool
+
+    cast = find_foundry_tool("cast")
+    header("gate: `shipledger gate --json` vs `cast call gate(...)`")
+    with devnet() as (workdir, state):
+        digest = setup_release(state)
+        book = json.loads(open(state["book"]).read())
+        ledger_address = book["contracts"]["DeploymentLedger"]["address"]
+        gate_argv = [SHIPLEDGER, "gate", "--digest", digest, "--service", SERVICE, "--env", ENV, "--json"]
+        cast_argv = [cast, "call", ledger_address, "gate(bytes32,string,string)(uint8,uint256,uint256)",
+                     "0x" + digest.removeprefix("sha256:"), SERVICE, ENV, "--rpc-url", state["rpc_url"]]
+        floor_argv = [sys.executable, "-c", "pass"]
+        envs = modes()
+        envs[0][1]["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+
+        def run(argv, env):
+            seconds, proc = timed_run(argv, cwd=workdir, env=env, timeout=60)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {proc.stderr.strip()}")
+            return seconds, proc
+
+        # Warm up (bytecode cache, page cache, anvil's first calls); check both give the same answer.
+        for _, env in envs:
+            for _ in range(2):
+                _, g = run(gate_argv, env)
+                run(floor_argv, env)
+        _, c = run(cast_argv, envs[0][1])
+        answer = json.loads(g.stdout)
+        if not answer["allowed"] or c.stdout.split()[0] != "0":
+            raise RuntimeError(f"answers differ: shipledger {g.stdout.strip()!r}, cast {c.stdout.strip()!r}")
+
+        # Interleaved, alternating order, so load from anything else on the machine hits all alike.
+        jobs = [("cast", cast_argv, envs[0][1])]
+        for label, env in envs:
+            jobs += [(("gate", label), gate_argv, env), (("floor", label), floor_argv, env)]
+        times: dict = {name: [] for name, _, _ in jobs}
+        for i in range(opts.runs):
+            for name, argv, env in jobs if i % 2 == 0 else jobs[::-1]:
+                times[name].append(run(argv, env)[0])
+
+        def line(label, values):
+            print(f"   {label:34} median {ms(median(values)):>9}   (min {ms(min(values))}, max {ms(max(values))})")
+
+        cast_med = median(times["cast"])
+        print(f"   answer: allowed={answer['allowed']} reason={answer['reason']} (cast: {c.stdout.split()[0]})")
+        print(f"   runs: {opts.runs} of each, interleaved")
+        line("cast call", times["cast"])
+        missed = []
+        for label, env in envs:
+            gate_med = median(times[("gate", label)])
+            ratio = gate_med / cast_med
+            print(f"   -- {label}")
+            line("shipledger gate --json", times[("gate", label)])
+            line("python -c pass (start-up floor)", times[("floor", label)])
+            print(f"   ratio shipledger/cast: {ratio:.2f}x   (target <= {TARGET:.0f}x: {'met' if ratio <= TARGET else 'MISSED'}"
+                  f"{'' if ratio <= TARGET else f', by {ratio / TARGET - 1:.0%}'})")
+            print(f"   ratio of the fastest runs: {min(times[('gate', label)]) / min(times['cast']):.2f}x"
+                  "   (less sensitive to other load on the machine)")
+            if ratio > TARGET or opts.importtime:
+                missed.append((label, env))
+        for label, env in missed:
+            print(f"\n   where the time goes, {label} (in-process, median of 7 runs):")
+            for name, seconds in phases(gate_argv[1:], workdir, env).items():
+                print(f"   {ms(seconds):>12}  {name}")
+            print(f"   python -X importtime of the gate, {label}: top 10 by cumulative time (median of 3 runs)")
+            print(f"   {'cumulative':>12} {'self':>10}  module")
+            for cumulative, own, module in importtime_top([SHIPLEDGER, *gate_argv[1:]], workdir, env):
+                print(f"   {cumulative:>9.1f} ms {own:>7.1f} ms  {module}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
