@@ -487,23 +487,49 @@ def cmd_incident(args) -> int:
 
 # ---------------------------------------------------------------------- reads
 
+PENDING_SHOWN = 5  # newest registrations listed under "pending approvals"
+
+
 def cmd_status(args) -> int:
+    from shipledger._internal.names import format_digest
+
     ledger = open_ledger(args, need_signer=False)
     state = ledger.target_state(args.service, args.env)
-    deployments = {i: asdict(ledger.deployment(i)) for i in (state.live, state.active) if i}
+    events = ledger.history(args.service)
+    versions = {f["digest"]: f["version"] for e in events if e.kind == "registered" for f in [e.fields]}
+    started = {e.fields["id"]: e.fields["digest"] for e in events if e.kind == "deployed" and e.environment == args.env}
+
+    def describe(deployment_id: int) -> dict | None:
+        if not deployment_id:
+            return None
+        digest = started.get(deployment_id, "")
+        return {**asdict(ledger.deployment(deployment_id)), "digest": format_digest(bytes.fromhex(digest[2:])) if digest else "",
+                "version": versions.get(digest, "")}
+
+    # Pending: registered, never started here; each with what the gate says now.
+    pending = []
+    for digest, version in list(versions.items())[::-1]:
+        if digest in started.values() or len(pending) == PENDING_SHOWN:
+            continue
+        name = format_digest(bytes.fromhex(digest[2:]))
+        gate = ledger.gate(name, args.service, args.env)
+        pending.append({"digest": name, "version": version, "allowed": gate.allowed, "reason": gate.reason, "details": gate.details})
     incidents = [asdict(ledger.incident(i)) for i in ledger.open_incidents(args.service, args.env)]
-    data = {"service": args.service, "environment": args.env, "live": deployments.get(state.live),
-            "active": deployments.get(state.active), "open_incidents": incidents,
-            "policy": (lambda p: asdict(p) if p else None)(ledger.policy(args.service, args.env))}
+    policy = ledger.policy(args.service, args.env)
+    data = {"service": args.service, "environment": args.env, "live": describe(state.live),
+            "active": describe(state.active), "open_incidents": incidents, "pending_approvals": pending,
+            "policy": asdict(policy) if policy else None}
     if args.json:
         emit(args, data)
-    else:
-        print(f"{args.service} in {args.env}")
-        print(f"  live:      {'deployment %d' % state.live if state.live else 'nothing'}")
-        active = deployments.get(state.active)
-        print(f"  rolling:   {'deployment %d at %d%%' % (state.active, active['percent']) if active else 'nothing'}")
-        print(f"  incidents: {', '.join('#%d sev%d %s' % (i['id'], i['severity'], i['status']) for i in incidents) or 'none open'}")
-        print(f"  policy:    {'version %d' % data['policy']['version'] if data['policy'] else 'none (everything denied)'}")
+        return EXIT_OK
+    live, active = data["live"], data["active"]
+    print(f"{args.service} in {args.env}")
+    print(f"  live:      {'%s (deployment %d)' % (live['version'], live['id']) if live else 'nothing'}")
+    print(f"  rolling:   {'%s (deployment %d) at %d%%' % (active['version'], active['id'], active['percent']) if active else 'nothing'}")
+    print(f"  incidents: {', '.join('#%d sev%d %s' % (i['id'], i['severity'], i['status']) for i in incidents) or 'none open'}")
+    print(f"  policy:    {'version %d' % policy.version if policy else 'none (everything denied)'}")
+    for p in pending:
+        print(f"  pending:   {p['version']} {p['digest'][:19]}.. {'ready' if p['allowed'] else gate_sentence(p['reason'], p['details'])}")
     return EXIT_OK
 
 
