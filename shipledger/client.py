@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping
 
+from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
@@ -39,6 +40,8 @@ from shipledger.models import (
     Vote,
 )
 
+REGISTER_BATCH_ARGS = "(bytes32,string,string,bytes32,uint64,bytes32,bytes32,string)[]"
+REGISTER_BATCH_SELECTOR = Web3.keccak(text=f"registerBatch({REGISTER_BATCH_ARGS})")[:4]
 ROLES = ("ADMIN", "REGISTRAR", "APPROVER", "DEPLOYER", "RESPONDER")
 BATCH_SIZE = 100  # artifacts per registerBatch transaction: ~5.3M gas, well under block limits
 VOTE_TYPES = {
@@ -410,17 +413,19 @@ class Ledger:
         batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
         if not batches:
             return []
-        # One estimate for a full batch; the rest reuse it (same shape, same storage writes).
+        # One estimate for a full batch; the rest reuse it (same shape, same storage writes). The
+        # calldata is encoded with eth_abi directly: web3's encoder is ~25x slower on big batches.
         gas = int(self.registry.functions.registerBatch(batches[0]).estimate_gas({"from": self._sender.address}) * 1.25)
         sent = []
         for batch in batches:
-            fn = self.registry.functions.registerBatch(batch)
-            sent.append((self._sender.send(fn, gas=gas if len(batch) == len(batches[0]) else None), fn, len(batch)))
+            data = REGISTER_BATCH_SELECTOR + abi_encode([REGISTER_BATCH_ARGS], [batch])
+            batch_gas = gas if len(batch) == len(batches[0]) else int(gas * len(batch) / len(batches[0])) + 50_000
+            sent.append((self._sender.send_data(self.registry.address, data, batch_gas), batch))
         receipts = []
-        for tx_hash, fn, count in sent:
-            receipts.append(self._sender.wait(tx_hash, fn))
+        for tx_hash, batch in sent:
+            receipts.append(self._sender.wait(tx_hash, self.registry.functions.registerBatch(batch)))
             if progress:
-                progress(count)
+                progress(len(batch))
         return receipts
 
     def revoke(self, digest: str, service: str, reason: str) -> TxReceipt:
