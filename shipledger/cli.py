@@ -34,11 +34,19 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def duration(text: str) -> int:
     """'90', '90s', '15m', '24h', '7d' -> seconds."""
     text = text.strip().lower()
-    unit = DURATION_UNITS.get(text[-1:]) if text and not text[-1].isdigit() else 1
-    number = text[:-1] if unit and not text[-1].isdigit() else text
+    has_unit = bool(text) and not text[-1].isdigit()
+    unit = DURATION_UNITS.get(text[-1]) if has_unit else 1
+    number = text[:-1] if has_unit else text
     if unit is None or not number.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 15m, 24h or 7d")
     return int(number) * unit
+
+
+def positive_int(text: str) -> int:
+    """Ids and organisation numbers: 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number from 1")
+    return int(text)
 
 
 def artifact_digest(args) -> str:
@@ -229,6 +237,12 @@ def cmd_org_add(args) -> int:
 
 
 def cmd_member_add(args) -> int:
+    from shipledger.client import role_id
+
+    for role in args.role or ():
+        role_id(role)  # every input is checked before anything is sent
+    if args.org > 255:
+        raise UsageError(f"organisation {args.org} does not exist (ids are 1 to 255)")
     ledger = open_ledger(args)
     receipts = ledger.add_member(args.org, args.address, args.role or ())
     emit(args, {"address": args.address, "org": args.org, "roles": args.role or [], "txs": [r.tx_hash for r in receipts]},
@@ -299,6 +313,7 @@ def _spec_from_args(args, digest: str):
 
 
 def _specs_from_batch(path: str):
+    from shipledger.client import Ledger
     from shipledger.digests import digest_path
     from shipledger.models import ArtifactSpec
 
@@ -312,12 +327,16 @@ def _specs_from_batch(path: str):
             continue
         try:
             item = json.loads(line)
+            if not isinstance(item, dict):
+                raise UsageError("each line must be a JSON object")
             digest = item.get("digest") or digest_path(item["artifact"])
-            specs.append(ArtifactSpec(
+            spec = ArtifactSpec(
                 digest=digest, service=item["service"], version=item["version"], commit=item.get("commit", ""),
                 committed_at=int(item.get("committed_at", 0)), provenance=item.get("provenance", ""),
                 sbom=item.get("sbom", ""), uri=item.get("uri", ""),
-            ))
+            )
+            Ledger.validate_spec(spec)
+            specs.append(spec)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, UsageError) as exc:
             raise UsageError(f"{path}:{number}: {exc}") from None
     if not specs:
@@ -626,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     member = sub.add_parser("member", help="consortium members").add_subparsers(dest="member_cmd", required=True)
     p = command("add", cmd_member_add, "add a member to an organisation (ADMIN)", member)
-    p.add_argument("org", type=int, help="organisation id")
+    p.add_argument("org", type=positive_int, help="organisation id")
     p.add_argument("address")
     p.add_argument("--role", action="append", help="grant a role too (repeatable): REGISTRAR, APPROVER, DEPLOYER, RESPONDER, ADMIN")
     p = command("remove", cmd_member_remove, "remove a member and its APPROVER role (ADMIN)", member)
@@ -705,13 +724,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", required=True)
     p.add_argument("--percent", type=int, default=100)
     p = command("promote", cmd_deploy, "raise the rollout percentage", deploy)
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=positive_int)
     p.add_argument("--percent", type=int, required=True)
     p = command("complete", cmd_deploy, "mark a 100%% rollout completed (it becomes live)", deploy)
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=positive_int)
     for name, text in (("fail", "mark a rollout failed"), ("rollback", "roll back to the deployment live before")):
         p = command(name, cmd_deploy, text, deploy)
-        p.add_argument("id", type=int)
+        p.add_argument("id", type=positive_int)
         p.add_argument("--reason", required=True)
 
     incident = sub.add_parser("incident", help="incidents (RESPONDER)").add_subparsers(dest="incident_cmd", required=True)
@@ -720,14 +739,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", required=True)
     p.add_argument("--severity", type=int, required=True, help="1 (most severe) to 4")
     p.add_argument("--title", required=True)
-    p.add_argument("--suspect", type=int, action="append", help="suspected deployment id (repeatable)")
+    p.add_argument("--suspect", type=positive_int, action="append", help="suspected deployment id (repeatable)")
     p.add_argument("--details", metavar="FILE", help="details document to hash")
     p.add_argument("--details-uri")
     for name in ("ack", "mitigate", "resolve"):
         p = command(name, cmd_incident, f"{name} an incident", incident)
-        p.add_argument("id", type=int)
+        p.add_argument("id", type=positive_int)
         if name == "mitigate":
-            p.add_argument("--rollback", type=int, help="the rolled-back deployment that mitigated it")
+            p.add_argument("--rollback", type=positive_int, help="the rolled-back deployment that mitigated it")
         if name == "resolve":
             p.add_argument("--postmortem", metavar="FILE", help="postmortem document to hash")
             p.add_argument("--postmortem-uri")

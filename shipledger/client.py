@@ -381,7 +381,8 @@ class Ledger:
     # ------------------------------------------------------------------ artifacts
 
     @staticmethod
-    def _artifact_tuple(spec: ArtifactSpec) -> tuple:
+    def validate_spec(spec: ArtifactSpec) -> tuple:
+        """Check every field of an artifact; return it as the contract's ArtifactInput tuple."""
         check_name("service", spec.service)
         check_name("version", spec.version)
         return (
@@ -397,7 +398,7 @@ class Ledger:
 
     def register(self, spec: ArtifactSpec) -> TxReceipt | None:
         """Register one artifact; None (and no transaction) if this exact record is already there."""
-        item = self._artifact_tuple(spec)
+        item = self.validate_spec(spec)
         if call(self.registry.functions.digestOf(spec.service, spec.version)) == item[0]:
             return None  # a retried registration: already on the ledger
         return self._tx(self.registry.functions.register(item))[0]
@@ -409,7 +410,7 @@ class Ledger:
         before waiting for their receipts. Records already on the ledger are no-ops on chain."""
         if self._sender is None:
             raise NoSigner("registering needs a signer")
-        items = [self._artifact_tuple(s) for s in specs]  # validate everything before sending anything
+        items = [self.validate_spec(s) for s in specs]  # validate everything before sending anything
         batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
         if not batches:
             return []
