@@ -378,9 +378,6 @@ def test_role_grant_unknown_role_is_usage_error(dn):
     assert dn.nonce("admin") == nonce
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`member add ORG ADDR --role BOGUS` sends addMember first and only then validates the role: exit 2 but "
-    "the member was added (the CLI must validate every input before sending anything)"))
 def test_member_add_unknown_role_sends_nothing(dn):
     address = new_address()
     nonce = dn.nonce("admin")
@@ -389,9 +386,6 @@ def test_member_add_unknown_role_sends_nothing(dn):
     assert address not in {m["address"] for m in dn.ledger().members()}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`member add 300 ADDR` (org id out of uint8 range) is an internal error: exit 1 with a multi-line web3 "
-    "MismatchedABI dump instead of exit 2 and one line; likewise `deploy promote --percent 50 -- -1`"))
 def test_member_add_org_out_of_range_is_usage_error(dn):
     one_line(fails(dn.as_("admin", "member", "add", "300", new_address(), "--json"), 2, "300"))
 
@@ -425,9 +419,6 @@ def test_policy_set_bad_duration_is_usage_error(dn):
     fails(result, 2, "duration")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`policy set S E --threshold 1 --ttl ''` (or --ttl ' ') crashes in cli.duration with "
-    "IndexError: string index out of range: a traceback and exit 1 instead of exit 2"))
 def test_policy_set_empty_duration_is_usage_error(dn):
     fails(dn.as_("admin", "policy", "set", unique(), ENV, "--threshold", "1", "--ttl", ""), 2, "duration")
 
@@ -547,17 +538,11 @@ def test_register_batch_missing_file_is_usage_error(dn, tmp_path):
     fails(dn.as_("registrar", "register", "--batch", tmp_path / "absent.jsonl", "--json"), 2, "absent.jsonl")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a batch line that is valid JSON but not an object (e.g. `42`) crashes _specs_from_batch with "
-    "AttributeError: exit 1 'internal error' instead of exit 2 naming FILE:LINE"))
 def test_register_batch_non_object_line_names_file_and_line(dn, files):
     batch = files("scalar.jsonl", "42\n")
     fails(dn.as_("registrar", "register", "--batch", batch, "--json"), 2, f"{batch}:1")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a batch line with a malformed digest or name is rejected (exit 2) only later, by Ledger.register_many, so "
-    "the message lacks FILE:LINE: `shipledger: malformed digest 'sha256:xyz': expected sha256:<64 hex digits>`"))
 def test_register_batch_malformed_digest_names_file_and_line(dn, files):
     service = unique()
     good = json.dumps({"digest": digest_for(service), "service": service, "version": "1"})
@@ -1116,7 +1101,7 @@ def test_register_retry_after_crash_records_once(dn):
     service, digest = unique(), digest_for(unique())
     crashed = dn.ledger("registrar")
     spec = ArtifactSpec(digest=digest, service=service, version="1.0")
-    crashed._sender.send(crashed.registry.functions.register(crashed._artifact_tuple(spec)))  # sent, never waited
+    crashed._sender.send(crashed.registry.functions.register(crashed.validate_spec(spec)))  # sent, never waited
     retry = ok(dn.as_("registrar", "register", "--digest", digest, "--service", service, "--version", "1.0", "--json"))
     assert retry["registered"] is False and retry["tx_hash"] is None
     events = ok(dn.run("history", "--service", service, "--json"))["events"]
@@ -1170,7 +1155,7 @@ def pending_retries(dn) -> dict:
     digest = digest_for(service)
     spec = ArtifactSpec(digest=digest, service=service, version="1.0")
     register = _retry_while_pending(
-        dn, "registrar", lambda l: l.registry.functions.register(l._artifact_tuple(spec)),
+        dn, "registrar", lambda l: l.registry.functions.register(l.validate_spec(spec)),
         ("register", "--digest", digest, "--service", service, "--version", "1.0"))
     dn.set_policy(service)
     approve = _retry_while_pending(
