@@ -3,7 +3,7 @@
 #
 #   make setup      .venv (requirements-dev.lock + the package, editable) and node_modules (npm ci)
 #   make build      compile contracts/*.sol into shipledger/artifacts/*.json
-#   make test       the test suite
+#   make test       the test suite (installs the Debian packages its end-to-end tests drive)
 #   make gas        gas report (scripts/gas.py)
 #   make demo       the demo story (scripts/demo.py)
 #   make ape-setup  optional Ape toolchain in .venv-ape (requirements-ape.lock); then use tools/ape
@@ -16,7 +16,7 @@ VENV := .venv
 APE_VENV := .venv-ape
 NPM_STAMP := node_modules/.shipledger-npm-ci
 
-.PHONY: setup build test gas demo ape-setup clean distclean
+.PHONY: setup system-deps build test gas demo ape-setup clean distclean
 
 setup: $(VENV)/.installed $(NPM_STAMP)
 
@@ -36,10 +36,23 @@ $(NPM_STAMP): package-lock.json
 	fi
 	touch $@
 
+# Debian packages the end-to-end tests drive: headless Chromium renders `shipledger report`, and a
+# real Prometheus feeds the rollout controller. Installed only when missing and only where apt can
+# run; elsewhere the tests that need them skip and say why.
+SYSTEM_PACKAGES := chromium prometheus
+system-deps:
+	@missing=""; for pkg in $(SYSTEM_PACKAGES); do command -v $$pkg >/dev/null || missing="$$missing $$pkg"; done; \
+	if [[ -n "$$missing" && $$(id -u) == 0 ]] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+			|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+			|| echo "warning: could not install$$missing; the tests that need them will skip"; \
+	fi
+
 build: setup
 	$(VENV)/bin/python scripts/build.py
 
-test: setup
+test: setup system-deps
 	$(VENV)/bin/pytest
 
 gas: setup
