@@ -13,6 +13,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError
 from shipledger._internal import artifacts
 from shipledger._internal.devnet import Anvil, dev_private_keys
 from shipledger._internal.revert import decode_revert
+from support import dn  # noqa: F401 - the per-module CLI devnet fixture, for every test module
 
 ROLE_NAMES = ("REGISTRAR_ROLE", "APPROVER_ROLE", "DEPLOYER_ROLE", "RESPONDER_ROLE")
 

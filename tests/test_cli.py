@@ -13,20 +13,15 @@ pinned by tests marked xfail(strict=True) whose reason says what is wrong.
 from __future__ import annotations
 
 import csv
-import hashlib
 import http.server
 import io
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 from eth_account import Account
@@ -34,199 +29,26 @@ from web3 import Web3
 
 from shipledger import ArtifactSpec, Ledger
 from shipledger._internal.devnet import free_port, rpc_call
+from support import (
+    CLI,
+    ENV,
+    Devnet,
+    Result,
+    assert_no_traceback,
+    clean_env,
+    run,
+    ok,
+    fails,
+    one_line,
+    unique,
+    sha256_hex,
+    digest_for,
+    new_address,
+    _devnet_up,
+    _stop_devnet,
+)
 
-ENV = "prod"
 TX_KEYS = {"tx_hash", "block_number", "gas_used"}
-CLI = [sys.executable, "-m", "shipledger.cli"]
-
-
-# ============================================================================ running the CLI
-
-
-class Result(NamedTuple):
-    code: int
-    out: str
-    err: str
-
-    def json(self):
-        """stdout as exactly one JSON document."""
-        return json.loads(self.out)
-
-
-def assert_no_traceback(text: str) -> None:
-    assert "Traceback" not in text, f"a Python traceback reached the user:\n{text}"
-
-
-def clean_env(**extra: str) -> dict:
-    """The test process's environment without any SHIPLEDGER_* setting, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
-    env.update(extra)
-    return env
-
-
-def run(args, key: str | None = None, *, cwd: Path, env: dict | None = None, timeout: float = 120) -> Result:
-    """Run `shipledger ARGS` in cwd; the key (if any) goes in $SHIPLEDGER_PRIVATE_KEY, never argv."""
-    env = clean_env(**(env or {}))
-    if key is not None:
-        env["SHIPLEDGER_PRIVATE_KEY"] = key
-    proc = subprocess.run([*CLI, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert_no_traceback(proc.stderr)
-    assert_no_traceback(proc.stdout)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-def ok(result: Result) -> dict:
-    """Exit 0 and one JSON document on stdout; return it."""
-    assert result.code == 0, f"exit {result.code}: {result.err}"
-    return result.json()
-
-
-def fails(result: Result, code: int, *needles: str) -> str:
-    """Exit `code`, nothing on stdout, one line on stderr containing every needle; return that line."""
-    assert result.code == code, f"expected exit {code}, got {result.code}: {result.err}{result.out}"
-    assert result.out == "", f"stdout should be empty on failure: {result.out!r}"
-    message = result.err.strip()
-    for needle in needles:
-        assert needle in message, f"{needle!r} not in {message!r}"
-    return message
-
-
-def one_line(message: str) -> None:
-    assert message and "\n" not in message.strip(), f"expected one line on stderr, got:\n{message}"
-
-
-# ============================================================================ naming things
-
-
-def unique(prefix: str = "svc") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def digest_for(text: str) -> str:
-    return "sha256:" + sha256_hex(text.encode())
-
-
-def new_address() -> str:
-    return Account.create().address
-
-
-# ============================================================================ the devnet
-
-
-@dataclass
-class Devnet:
-    """A running `shipledger devnet up` and the JSON it printed."""
-
-    workdir: Path
-    info: dict
-    port: int
-
-    @property
-    def rpc_url(self) -> str:
-        return self.info["rpc_url"]
-
-    @property
-    def book(self) -> Path:
-        return self.workdir / self.info["deployment"]
-
-    def account(self, part: str, index: int = 0) -> dict:
-        entry = self.info["accounts"][part + "s" if part == "approver" else part]
-        return entry[index] if part == "approver" else entry
-
-    def key(self, part: str, index: int = 0) -> str:
-        return self.account(part, index)["private_key"]
-
-    def address(self, part: str, index: int = 0) -> str:
-        return self.account(part, index)["address"]
-
-    def run(self, *args, key: str | None = None, cwd: Path | None = None, env: dict | None = None) -> Result:
-        return run(args, key, cwd=cwd or self.workdir, env=env)
-
-    def as_(self, part: str, *args, index: int = 0, **kw) -> Result:
-        """Run a command signed by a devnet account, e.g. dn.as_("admin", "org", "add", "x", "--json")."""
-        return self.run(*args, key=self.key(part, index), **kw)
-
-    def ledger(self, part: str | None = None, index: int = 0) -> Ledger:
-        """A fresh SDK connection (fresh, so its nonce counter never lags behind CLI processes)."""
-        return Ledger.connect(self.rpc_url, self.book, signer=self.key(part, index) if part else None)
-
-    def nonce(self, part: str, index: int = 0) -> int:
-        return int(rpc_call(self.rpc_url, "eth_getTransactionCount", [self.address(part, index), "latest"]), 16)
-
-    def book_variant(self, directory: Path, name: str, edit) -> Path:
-        """A copy of the address book changed by edit(book) -> None."""
-        book = json.loads(self.book.read_text())
-        edit(book)
-        path = directory / f"{name}.json"
-        path.write_text(json.dumps(book))
-        return path
-
-    # -------------------------------------------------------------- SDK shortcuts for setup
-
-    def register(self, service: str, version: str = "1.0.0", digest: str | None = None) -> str:
-        digest = digest or digest_for(f"{service}@{version}")
-        self.ledger("registrar").register(ArtifactSpec(digest=digest, service=service, version=version))
-        return digest
-
-    def set_policy(self, service: str, env: str = ENV, threshold: int = 2, **policy) -> None:
-        self.ledger("admin").set_policy(service, env, threshold=threshold, **policy)
-
-    def approve(self, digest: str, service: str, env: str = ENV, approvers=(0, 1)) -> None:
-        for index in approvers:
-            self.ledger("approver", index).approve(digest, service, env)
-
-    def release(self, service: str, version: str = "1.0.0", env: str = ENV, threshold: int = 2, **policy) -> str:
-        """A registered artifact approved by enough approvers for its policy: the gate allows it."""
-        digest = self.register(service, version)
-        if self.ledger().policy(service, env) is None:
-            self.set_policy(service, env, threshold=threshold, min_organisations=min(threshold, 3), **policy)
-        self.approve(digest, service, env, approvers=range(threshold))
-        return digest
-
-    def deployed(self, service: str, version: str = "1.0.0", env: str = ENV) -> int:
-        """A released artifact rolled out to 100% and completed (live); its deployment id."""
-        digest = self.release(service, version, env)
-        deployer = self.ledger("deployer")
-        deployment_id = deployer.start_deployment(digest, service, env, 100)
-        deployer.complete(deployment_id)
-        return deployment_id
-
-    def history(self, service: str | None = None, kind: str | None = None) -> list:
-        return [e for e in self.ledger().history(service) if kind is None or e.kind == kind]
-
-
-def _devnet_up(workdir: Path, port: int) -> Result:
-    return run(["devnet", "up", "--port", port, "--json"], cwd=workdir, timeout=120)
-
-
-def _stop_devnet(workdir: Path) -> None:
-    """`devnet down`, then make sure the anvil we started (its pid is in the state file) is gone."""
-    state_file = workdir / ".shipledger" / "devnet" / "state.json"
-    pid = json.loads(state_file.read_text())["pid"] if state_file.is_file() else None
-    run(["devnet", "down", "--json"], cwd=workdir)
-    if pid is not None:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
-        os.kill(pid, 9)
-
-
-@pytest.fixture(scope="module")
-def dn(tmp_path_factory) -> Devnet:
-    workdir = tmp_path_factory.mktemp("devnet")
-    port = free_port()
-    result = _devnet_up(workdir, port)
-    try:
-        info = ok(result)
-        yield Devnet(workdir=workdir, info=info, port=port)
-    finally:
-        _stop_devnet(workdir)
-
 
 @pytest.fixture
 def files(tmp_path):
