@@ -1034,10 +1034,7 @@ def test_approve_concurrent_threads_share_one_ledger(dn):
     assert all(ledger.gate(d, service, ENV).allowed for d in digests)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a Ledger whose key another process (e.g. the CLI) has used since its first transaction reuses a stale "
-    "local nonce: the next call raises web3's raw Web3RPCError {'code': -32003, 'message': 'nonce too low'} - "
-    "not a ShipledgerError and not retried with a fresh nonce"))
+# A long-lived Ledger (the rollout controller is one) must survive another process using its key.
 def test_ledger_survives_cli_using_the_same_key(dn):
     admin = dn.ledger("admin")
     admin.add_organisation(unique("org"))

@@ -40,6 +40,12 @@ def raise_decoded(exc: Exception):
     raise exc
 
 
+def _is_stale_nonce(exc: Exception) -> bool:
+    """The node's answer to a nonce already used (geth and anvil: 'nonce too low'; Besu: 'NONCE_TOO_LOW')."""
+    text = str(exc).lower()
+    return "nonce too low" in text or "nonce_too_low" in text
+
+
 def call(fn, **tx):
     """A read-only contract call with decoded errors."""
     try:
@@ -105,13 +111,18 @@ class TxSender:
         tx = {"data": data, "gas": gas, "value": 0, "chainId": self.chain_id, **self._fee_fields()}
         if to is not None:
             tx["to"] = to
-        tx["nonce"] = self._take_nonce()
-        signed = self.account.sign_transaction(tx)
-        try:
-            return "0x" + self.w3.eth.send_raw_transaction(signed.raw_transaction).hex().removeprefix("0x")
-        except Exception as exc:  # noqa: BLE001
-            self._forget_nonce()
-            raise_decoded(exc)
+        for attempt in (1, 2):
+            tx["nonce"] = self._take_nonce()
+            signed = self.account.sign_transaction(tx)
+            try:
+                return "0x" + self.w3.eth.send_raw_transaction(signed.raw_transaction).hex().removeprefix("0x")
+            except Exception as exc:  # noqa: BLE001
+                self._forget_nonce()
+                # Another process sending with the same key has used our next nonce: the node refused
+                # the transaction outright, so sending it again with a fresh nonce cannot double it.
+                if attempt == 1 and _is_stale_nonce(exc):
+                    continue
+                raise_decoded(exc)
 
     def wait(self, tx_hash: str, fn=None) -> TxReceipt:
         """Wait for the receipt; a reverted transaction raises its decoded error."""
