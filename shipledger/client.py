@@ -399,7 +399,8 @@ class Ledger:
     def register(self, spec: ArtifactSpec) -> TxReceipt | None:
         """Register one artifact; None (and no transaction) if this exact record is already there."""
         item = self.validate_spec(spec)
-        if call(self.registry.functions.digestOf(spec.service, spec.version)) == item[0]:
+        # "pending" also sees our own earlier attempt still waiting in the node's pool (a retry after a crash)
+        if call(self.registry.functions.digestOf(spec.service, spec.version), block="pending") == item[0]:
             return None  # a retried registration: already on the ledger
         return self._tx(self.registry.functions.register(item))[0]
 
@@ -463,8 +464,11 @@ class Ledger:
 
     def _cast(self, decision: Decision, digest: str, service: str, environment: str, note: str):
         args = self._vote_args(digest, service, environment)
-        if self._sender and self.vote_of(digest, service, environment, self._sender.address).decision == decision.name.lower():
-            return None  # a retried vote: already recorded once
+        if self._sender:
+            # "pending" also sees our own earlier attempt still waiting in the node's pool (a retry after a crash)
+            standing, _ = call(self.registry.functions.voteOf(*args, self._sender.address), block="pending")
+            if standing == decision:
+                return None  # a retried vote: already recorded once
         fn = self.registry.functions.approve if decision is Decision.APPROVE else self.registry.functions.reject
         return self._tx(fn(*args, note))[0]
 

@@ -994,19 +994,12 @@ def test_approve_retry_while_first_tx_pending_records_once(pending_retries):
     assert [e.kind for e in pending_retries["events"]].count("approved") == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`register` retried while the first transaction is still pending checks digestOf at 'latest' only, so it sends "
-    "a second (no-op) registration and prints registered=true with the hash of a transaction that emitted nothing"))
 def test_register_retry_while_first_tx_pending_sends_nothing(pending_retries):
     outcome = pending_retries["register"]
     assert ok(outcome["result"])["registered"] is False
     assert outcome["sent"] == 1  # only the crashed transaction
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`approve` retried while the first transaction is still pending sends a second approve that reverts "
-    "(VoteAlreadyCast) in the same block; the replay at block-1 cannot decode it, so the retry exits 1 with "
-    "`shipledger: transaction 0x... reverted in block N` instead of exit 0 recorded=false"))
 def test_approve_retry_while_first_tx_pending_exits_0(pending_retries):
     outcome = pending_retries["approve"]
     assert ok(outcome["result"])["recorded"] is False

@@ -46,10 +46,10 @@ def _is_stale_nonce(exc: Exception) -> bool:
     return "nonce too low" in text or "nonce_too_low" in text
 
 
-def call(fn, **tx):
+def call(fn, block: str | int = "latest", **tx):
     """A read-only contract call with decoded errors."""
     try:
-        return fn.call(tx or None)
+        return fn.call(tx or None, block_identifier=block)
     except Exception as exc:  # noqa: BLE001 - re-raised as a typed error
         raise_decoded(exc)
 
