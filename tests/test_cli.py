@@ -814,10 +814,6 @@ def test_gate_fails_closed_on_wrong_ledger_address(dn, bad_books, book):
     one_line(fails(result, 1))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`status S E --deployment BOOK` whose DeploymentLedger address is the ReleaseRegistry exits 3 ('denied') with "
-    "`shipledger: the transaction reverted: ('execution reverted', '0x')` for a read: an undecodable revert of a "
-    "misconfigured book is an operational error (exit 1), and no transaction was involved"))
 def test_status_with_ledger_address_of_registry_is_operational_error(dn, bad_books):
     fails(dn.run("status", "s", ENV, "--json", "--deployment", bad_books["ledger_is_registry"]), 1)
 

@@ -11,6 +11,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhaust
 
 from shipledger._internal.revert import decode_revert
 from shipledger.errors import (
+    AddressBookError,
     ConnectionFailed,
     ShipledgerError,
     TransactionTimeout,
@@ -51,7 +52,15 @@ def call(fn, block: str | int = "latest", **tx):
     try:
         return fn.call(tx or None, block_identifier=block)
     except Exception as exc:  # noqa: BLE001 - re-raised as a typed error
-        raise_decoded(exc)
+        try:
+            raise_decoded(exc)
+        except UnknownRevert:
+            # Our reads never revert without one of our errors; an undecodable one means the
+            # address is not the contract the book says it is (an operational error, not a denial).
+            raise AddressBookError(
+                f"reading {fn.fn_name} from {fn.address} reverted without a known error: "
+                "does the address book point at the right contract?"
+            ) from None
 
 
 class TxSender:
