@@ -4,12 +4,18 @@
 v1 is registered and denied, approved by two organisations (one approval signed offline and
 submitted by someone else), rolled out 10% -> 50% -> 100% with canary verdicts; v2 goes the same
 way; a severity-1 incident freezes v3, v2 is rolled back to v1, the incident resolves with a
-postmortem, and the history closes the story. The devnet stays up afterwards for the CLI to explore.
+postmortem. Then the rollout controller takes over: v3 rolls out judged by the canary judge and
+completes, v4's canary is sick and is rolled back on its own with an incident opened. Compliance
+closes the story from the index: trace, audit, a verified export and the DORA report. The devnet
+stays up afterwards for the CLI to explore.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -68,6 +74,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="shipledger-demo-"))
     deployments: dict[str, int] = {}
+    deployments_digest: dict[str, str] = {}
 
     def release(version: str) -> str:
         digest, commit = build_artifact(workdir, service, version)
@@ -109,6 +116,7 @@ def main() -> None:
         approve(digest, version)
         gate(digest, version)
         deployments[version] = roll_out(digest, version)
+        deployments_digest[version] = digest
 
     chapter("An incident freezes the next release")
     v3 = release("3.0.0")
@@ -129,13 +137,101 @@ def main() -> None:
     say(f"incident {incident} acknowledged, mitigated by the rollback, resolved with a postmortem")
     gate(v3, "3.0.0")
 
-    chapter(f"History of {service} (from the chain's events)")
+    chapter("The rollout controller takes over: each step judged against the baseline")
+    admin.grant_role("RESPONDER", accounts["deployer"]["address"])  # so the controller can open an incident on a bad canary
+    say("the deployer's account may now also open incidents (RESPONDER)")
+    cli = Cli(url, book, accounts["deployer"]["private_key"])
+    samples = SampleSource(workdir)
+    config = samples.config()
+    samples.set(canary_latency_ms=101.0, canary_errors=0)
+    run = cli.json("rollout", "run", "--digest", v3, "--service", service, "--env", ENV, "--steps", "50,100",
+                   "--interval", "1s", "--analysis", config, "--state-dir", workdir / "rollouts")
+    say(f"3.0.0: canary as fast as the baseline, no errors -> rollout {run['deployment_id']} {run['phase']} at {run['percent']}%")
+    v4 = release("4.0.0")
+    approve(v4, "4.0.0")
+    samples.set(canary_latency_ms=180.0, canary_errors=4)
+    run = cli.json("rollout", "run", "--digest", v4, "--service", service, "--env", ENV, "--steps", "50,100",
+                   "--interval", "1s", "--analysis", config, "--state-dir", workdir / "rollouts", check=False)
+    say(f"4.0.0: canary 80% slower with errors -> rollout {run['deployment_id']} {run['phase']}; "
+        f"incident {run.get('incident_id')} opened naming it")
+    report = sorted((workdir / "rollouts" / str(run["deployment_id"])).glob("step-*.json"))[-1]
+    verified = cli.json("canary", "verify", report)
+    say(f"anyone can recompute that verdict from its saved report: {verified['recomputed']['verdict']} "
+        f"(score {verified['recomputed']['score']:.1f}), matching the chain: {verified['match']}")
+    suspects = cli.json("incident", "suspects", str(run["incident_id"]), "--db", workdir / "index.sqlite")
+    top = suspects["suspects"][0]
+    say(f"incident suspects ranks deployment {top['deployment_id']} first (score {top['score']}): {top['reasons'][0]}")
+
+    chapter("Compliance: from the index, checked against the chain")
+    db = ("--db", workdir / "index.sqlite")
+    trace = cli.json("trace", "--digest", deployments_digest["2.0.0"], "--service", service, *db)
+    say(f"trace of 2.0.0: {len(trace['steps'])} steps from registration to rollback, each with its transaction")
+    audit = cli.json("audit", "--full", *db, check=False)
+    say(f"audit: {len(audit['findings'])} findings; every deployment start re-checked against the policy in force, "
+        "the contracts' code against this repository's build, and the index against the chain")
+    export = workdir / "history.jsonl"
+    cli.json("export", "--format", "jsonl", "--out", export, "--service", service, *db)
+    checked = cli.json("verify-export", export)
+    say(f"exported {checked['lines']} records to {export}; verify-export re-fetched each one: "
+        f"{'all match' if checked['ok'] else 'MISMATCH'}")
+    report_path = workdir / "dora.html"
+    dora = cli.json("report", "--out", report_path, "--service", service, *db)
+    say(f"DORA report written to {report_path}: {dora['deployments']} production deployments, "
+        f"change failure rate {dora['change_failure_rate']:.0%}")
+
+    chapter(f"History of {service} (from the index)")
     sys.stdout.flush()
-    subprocess.run([sys.executable, "-m", "shipledger.cli", "history", "--service", service,
-                    "--deployment", book, "--rpc", url], check=True)
+    cli.run("history", "--service", service, *db)
     print(f"\nDone in {time.monotonic() - started:.1f}s. The devnet is still running: try "
           f"`.venv/bin/shipledger status {service} {ENV}`, or stop it with `.venv/bin/shipledger devnet down`.")
 
+
+class Cli:
+    """The `shipledger` command line against the demo's devnet, signed by one key (from the environment)."""
+
+    def __init__(self, url: str, book: str, key: str):
+        self.env = {**os.environ, "SHIPLEDGER_RPC_URL": url, "SHIPLEDGER_DEPLOYMENT": str(book), "SHIPLEDGER_PRIVATE_KEY": key}
+
+    def run(self, *args) -> None:
+        subprocess.run([sys.executable, "-m", "shipledger.cli", *map(str, args)], env=self.env, check=True)
+
+    def json(self, *args, check: bool = True) -> dict:
+        """Run with --json; exit 3 (a denial, a rolled-back rollout, audit findings) is an answer, not a crash."""
+        proc = subprocess.run([sys.executable, "-m", "shipledger.cli", *map(str, args), "--json"], env=self.env,
+                              capture_output=True, text=True)
+        if proc.returncode not in ((0,) if check else (0, 3)):
+            sys.exit(f"demo: shipledger {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+        return json.loads(proc.stdout)
+
+
+class SampleSource:
+    """Baseline and canary metrics for the controller's command source: two JSON files the demo writes."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+
+    def config(self) -> Path:
+        path = self.dir / "analysis.json"
+        path.write_text(json.dumps({
+            "source": {"command": f"cat {self.dir}/samples-{{scope}}.json"},
+            "metrics": [
+                {"name": "latency_ms", "direction": "increase", "group": "latency",
+                 "effect_size": {"allowed_increase": 1.1, "critical_increase": 1.5}},
+                {"name": "errors", "direction": "increase", "group": "errors", "test": "rate", "critical": True,
+                 "nan_strategy": "replace"},
+            ],
+        }, indent=2))
+        return path
+
+    def set(self, canary_latency_ms: float, canary_errors: int) -> None:
+        rng = random.Random(7)
+        noisy = lambda mean: [round(rng.gauss(mean, mean * 0.03), 2) for _ in range(30)]  # noqa: E731
+        errors = [0] * 30
+        for i in range(canary_errors):
+            errors[i * 7 % 30] += 1
+        for scope, data in (("baseline", {"latency_ms": noisy(100.0), "errors": [0] * 30}),
+                            ("canary", {"latency_ms": noisy(canary_latency_ms), "errors": errors})):
+            (self.dir / f"samples-{scope}.json").write_text(json.dumps(data))
 
 if __name__ == "__main__":
     main()

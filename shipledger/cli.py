@@ -487,9 +487,16 @@ def cmd_deploy(args) -> int:
 def cmd_incident(args) -> int:
     ledger = open_ledger(args)
     if args.incident_cmd == "open":
-        incident_id = ledger.open_incident(args.service, args.env, args.severity, args.title, args.suspect or [],
+        suspects, chosen = list(args.suspect or []), []
+        if args.auto_suspect:
+            chosen = _auto_suspects(args, ledger)
+            suspects += [s.deployment_id for s in chosen if s.deployment_id not in suspects]
+        elif args.deps:
+            raise UsageError("--deps goes with --auto-suspect")
+        incident_id = ledger.open_incident(args.service, args.env, args.severity, args.title, suspects,
                                            file_digest(args.details), args.details_uri or "")
-        emit(args, {"incident_id": incident_id}, f"incident {incident_id} opened (severity {args.severity}): {args.title}")
+        extra = {"suspects": suspects, "auto_suspects": [asdict(s) for s in chosen]} if args.auto_suspect else {}
+        emit(args, {"incident_id": incident_id, **extra}, f"incident {incident_id} opened (severity {args.severity}): {args.title}")
         if not args.json:
             print(incident_id)
         return EXIT_OK
@@ -498,9 +505,69 @@ def cmd_incident(args) -> int:
     elif args.incident_cmd == "mitigate":
         receipt, text = ledger.mitigate(args.id, args.rollback or 0), f"incident {args.id} mitigated"
     else:
-        receipt = ledger.resolve(args.id, file_digest(args.postmortem), args.postmortem_uri or (args.postmortem or ""))
+        receipt = ledger.resolve(args.id, file_digest(args.postmortem), args.postmortem_uri or "")  # a local path means nothing to other parties
         text = f"incident {args.id} resolved"
     emit(args, {"incident_id": args.id, **tx_data(receipt)}, text)
+    return EXIT_OK
+
+
+# `incident suspects` and `incident open --auto-suspect` (the ranking is shipledger/suspects.py)
+
+def _auto_suspects(args, ledger) -> list:
+    """The deployments `incident open --auto-suspect` names, ranked as things stand now; says why."""
+    import time
+
+    from shipledger._internal.names import check_name
+    from shipledger.suspects import auto_suspects, current_suspects, load_dependencies
+
+    check_name("service", args.service)
+    check_name("environment", args.env)
+    dependencies = load_dependencies(args.deps)
+    index = synced_index(args, ledger)
+    try:
+        # The incident's block will be mined now; on a chain whose clock was moved ahead (a devnet
+        # after evm_increaseTime) the head's time is later than ours.
+        now = max(int(time.time()), int(ledger.w3.eth.get_block("latest")["timestamp"]))
+        chosen = auto_suspects(current_suspects(index, args.service, args.env, now=now, dependencies=dependencies,
+                                                window=args.window))
+    finally:
+        index.close()
+    if not chosen:
+        say(args, f"auto-suspect: no deployment of {args.service} or its dependencies in {args.env} scores enough to suspect")
+    for s in chosen:
+        say(args, f"auto-suspect: deployment {s.deployment_id} ({s.service} in {s.environment}), score {s.score}: "
+                  + "; ".join(s.reasons))
+    return chosen
+
+
+def cmd_incident_suspects(args) -> int:
+    import datetime as dt
+
+    from shipledger.suspects import incident_suspects, load_dependencies
+
+    dependencies = load_dependencies(args.deps)  # a bad config is a usage error before any sync
+    index = synced_index(args)
+    try:
+        incident, ranked = incident_suspects(index, args.id, dependencies=dependencies, window=args.window)
+    finally:
+        index.close()
+    if args.limit:
+        ranked = ranked[: args.limit]
+    if args.json:
+        emit(args, {"incident": asdict(incident), "window": args.window, "suspects": [asdict(s) for s in ranked]})
+        return EXIT_OK
+    opened = dt.datetime.fromtimestamp(incident.opened.timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+    print(f"incident {incident.id} sev{incident.severity} {incident.service} in {incident.environment}, opened {opened}"
+          f" (block {incident.opened.block_number}): {incident.title}")
+    if not ranked:
+        window = f"{args.window // 3600}h" if args.window % 3600 == 0 else f"{args.window}s"
+        print(f"  no deployment of {incident.service} or its dependencies in {incident.environment} in the {window} before it")
+    for place, s in enumerate(ranked, 1):
+        named = ", named when opened" if s.named else ""
+        print(f"{place:>3}. deployment {s.deployment_id}  {s.service} in {s.environment}  score {s.score}"
+              f"  ({s.state}, {s.digest[:19]}..{named})")
+        for reason in s.reasons:
+            print(f"       {reason}")
     return EXIT_OK
 
 
@@ -583,7 +650,31 @@ def _summary(event) -> str:
 def cmd_history(args) -> int:
     import datetime as dt
 
-    events = open_ledger(args, need_signer=False).history(args.service, args.env)
+    from shipledger.index import parse_when
+
+    # Check every filter before syncing anything.
+    since = parse_when(args.since) if args.since else None
+    until = parse_when(args.until, end=True) if args.until else None
+    kinds = None
+    if args.kind:
+        from shipledger.index import expand_kinds
+
+        kinds = expand_kinds(args.kind)
+    digest = None
+    if args.digest:
+        from shipledger.index import digest_hex
+
+        digest = digest_hex(args.digest)
+    if args.approver:
+        from shipledger.client import Ledger
+
+        Ledger._address(args.approver)  # a usage error now, not after a sync
+    index = synced_index(args)
+    try:
+        events = index.history(service=args.service, environment=args.env, digest=digest, approver=args.approver,
+                               org=args.org, kinds=kinds, since=since, until=until)
+    finally:
+        index.close()
     rows = [{
         "block": e.block_number, "time": dt.datetime.fromtimestamp(e.timestamp, dt.timezone.utc).isoformat(timespec="seconds"),
         "kind": e.kind, "service": e.service, "environment": e.environment, "summary": _summary(e),
@@ -606,6 +697,361 @@ def cmd_history(args) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- the index (shipledger/index.py)
+
+def index_args(parser) -> None:
+    """--db and --no-sync for every command that reads the index."""
+    parser.add_argument("--db", default=None, metavar="PATH", help="index database (default .shipledger/index.sqlite)")
+    parser.add_argument("--no-sync", action="store_true", help="read the index as it is, without syncing it first")
+
+
+def _sync_index(index, ledger, args, confirmations: int = 0):
+    """Sync with a progress bar on a terminal (never with --json)."""
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        return index.sync(ledger, confirmations=confirmations)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=Console(stderr=True)) as bar:  # stdout is for the command's output
+        task = bar.add_task("indexing blocks", total=None)
+        return index.sync(ledger, confirmations=confirmations,
+                          progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def synced_index(args, ledger=None):
+    """The index at args.db, synced with the chain first unless args.no_sync."""
+    from shipledger.index import DEFAULT_DB, Index
+
+    index = Index.open(getattr(args, "db", None) or DEFAULT_DB)
+    if getattr(args, "no_sync", False):
+        return index
+    try:
+        _sync_index(index, ledger or open_ledger(args, need_signer=False), args, getattr(args, "confirmations", 0) or 0)
+    except BaseException:
+        index.close()
+        raise
+    return index
+
+
+def cmd_index_sync(args) -> int:
+    from dataclasses import asdict as as_dict
+
+    from shipledger.index import DEFAULT_DB, Index
+
+    ledger = open_ledger(args, need_signer=False)
+    index = Index.open(args.db or DEFAULT_DB)
+    try:
+        result = _sync_index(index, ledger, args, args.confirmations)
+        checkpoint = index.meta().get("checkpoint_block")
+        total = index.db.execute("SELECT count(*) FROM events").fetchone()[0]
+    finally:
+        index.close()
+    rewound = f"; the chain had changed, rewound from block {result.rewound_from}" if result.rewound_from is not None else ""
+    emit(args, {**as_dict(result), "db": str(args.db or DEFAULT_DB), "checkpoint": int(checkpoint) if checkpoint else None,
+                "total_events": total},
+         f"indexed {result.events} new events (blocks {result.from_block}..{result.to_block}){rewound}; "
+         f"{total} events in {args.db or DEFAULT_DB}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- trace and audit (shipledger/trace.py, audit.py)
+
+def cmd_trace(args) -> int:
+    import datetime as dt
+
+    from shipledger._internal.names import check_name
+    from shipledger.index import digest_hex
+    from shipledger.trace import trace
+
+    check_name("service", args.service)
+    digest = digest_hex(artifact_digest(args))
+    index = synced_index(args)
+    try:
+        result = trace(index.db, digest, args.service)
+    finally:
+        index.close()
+    if args.json:
+        artifact = {k: v for k, v in asdict(result).items() if k != "steps"}
+        emit(args, {"artifact": artifact, "steps": [asdict(s) for s in result.steps]})
+        return EXIT_OK
+    print(f"{result.service} {result.version} {result.digest}{' (REVOKED)' if result.revoked else ''}")
+    for s in result.steps:
+        when = dt.datetime.fromtimestamp(s.timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+        print(f"{s.block_number:>7}  {when}  {s.kind:21}  {s.environment or '-':10}  {s.summary}  (tx {s.tx_hash})")
+    return EXIT_OK
+
+
+def cmd_audit(args) -> int:
+    from shipledger._internal.names import check_name
+    from shipledger.audit import audit
+
+    for kind, value in (("service", args.service), ("environment", args.env)):
+        if value is not None:
+            check_name(kind, value)
+    ledger = open_ledger(args, need_signer=False)
+    index = synced_index(args, ledger)
+    try:
+        report = audit(index, ledger, service=args.service, environment=args.env, full=args.full)
+    finally:
+        index.close()
+    summary = report.summary
+    sentence = (f"audit: {summary['findings']} finding(s); checked {summary['starts']} deployment starts,"
+                f" {summary['rollbacks']} rollbacks, {summary['contracts_checked']} contracts and"
+                f" {summary['blocks_checked']} blocks{' (all)' if args.full else ' (a sample)'}")
+    if args.json:
+        emit(args, {"clean": report.clean, "findings": [asdict(f) for f in report.findings], "summary": summary})
+    else:
+        for f in report.findings:
+            where = f"deployment {f.deployment}" if f.deployment is not None else (f.address or f"block {f.block}")
+            print(f"{f.rule:34}  {where:20}  {f.message}" + (f" (tx {f.tx_hash})" if f.tx_hash else ""))
+        say(args, sentence)
+    return EXIT_OK if report.clean else EXIT_DENIED
+
+
+# ---------------------------------------------------------------------- the canary judge (shipledger/judge.py)
+
+def cmd_canary_judge(args) -> int:
+    """Exit 0 only for a pass: a marginal verdict exits 3 like a fail, so a pipeline never goes on by
+    accident; the JSON's verdict says which of the two it was. No chain is needed."""
+    from shipledger.judge import format_table, judge, load_config, load_samples
+
+    config = load_config(args.config) if args.config else None
+    baseline, canary = load_samples(args.baseline), load_samples(args.canary)
+    judgement = judge(baseline, canary, config)
+    if args.json:
+        print(json.dumps(judgement.to_dict()))
+    else:
+        print(format_table(judgement))
+    return EXIT_OK if judgement.verdict == "pass" else EXIT_DENIED
+
+
+# ---------------------------------------------------------------------- progressive delivery (shipledger/rollout.py)
+
+def _progress_line(text: str) -> None:
+    """The controller's one line per step and verdict, on stderr (stdout keeps --json's one document)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def _rollout_done(args, state: dict, store) -> int:
+    from shipledger.rollout import exit_code, summary
+
+    data = summary(state, store)
+    reason = (data.get("reason") or "").removeprefix("aborted: ")  # the phase already says it
+    tail = f": {data['error']}" if data.get("error") else (f": {reason}" if reason else "")
+    incident = f"; incident {data['incident_id']} opened" if data.get("incident_id") else ""
+    emit(args, data, f"rollout {data['deployment_id']} {data['phase']} at {data['percent']}%{tail}{incident}")
+    return exit_code(state)
+
+
+def cmd_rollout(args) -> int:
+    from shipledger import rollout
+    from shipledger._internal.names import check_name
+
+    store = rollout.Store(args.state_dir)
+    if args.rollout_cmd == "status":
+        return _rollout_status(args, store)
+    if args.rollout_cmd == "run":
+        check_name("service", args.service)
+        check_name("environment", args.env)
+        steps = rollout.parse_steps(args.steps)
+        if args.interval < 1:
+            raise UsageError("--interval must be at least 1s")
+        digest = artifact_digest(args)
+        ledger = open_ledger(args)
+        state = rollout.start(
+            ledger, store, digest=digest, artifact=args.artifact, service=args.service, env=args.env, steps=steps,
+            interval=args.interval, config_path=args.analysis, traffic_cmd=args.traffic_cmd,
+            severity=args.incident_severity, log=_progress_line,
+        )
+    elif args.rollout_cmd == "resume":
+        state = rollout.resume(open_ledger(args), store, args.id, _progress_line, rejudge=args.rejudge)
+    else:
+        state = rollout.abort(open_ledger(args), store, args.id, args.reason, _progress_line)
+    return _rollout_done(args, state, store)
+
+
+def cmd_canary_verify(args) -> int:
+    """Exit 0 when the recomputed verdict matches the report and the chain; 3 on any mismatch. The
+    chain is checked whenever an address book is at hand (and then must be reachable), unless --offline."""
+    from shipledger.rollout import verify
+
+    ledger, why = None, "--offline"
+    if not args.offline:
+        try:
+            book_path(args)
+        except AddressBookError:
+            why = "no address book (pass --deployment or set SHIPLEDGER_DEPLOYMENT to check the chain)"
+        else:
+            ledger = open_ledger(args, need_signer=False)
+    result = verify(args.report, ledger)
+    if ledger is None:
+        result["chain"] = {"checked": False, "why": why}
+    recomputed = result["recomputed"]
+    if result["match"]:
+        where = "the report and the chain" if ledger is not None else f"the report (chain not checked: {why})"
+        text = f"verified: {recomputed['verdict']} (score {recomputed['score']:.2f}) recomputed, matching {where}"
+    else:
+        text = "MISMATCH: " + "; ".join(result["problems"])
+    emit(args, result, text)
+    return EXIT_OK if result["match"] else EXIT_DENIED
+
+
+def cmd_canary_record(args) -> int:
+    if not 0 <= args.score <= 100:
+        raise UsageError(f"--score {args.score} must be 0 to 100")
+    path = Path(args.report)
+    if not path.is_file():
+        raise UsageError(f"report {args.report} is not a file")
+    judge_name = args.judge
+    if judge_name is None:
+        try:
+            judge_name = json.loads(path.read_text()).get("judge_version") or "manual"
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            judge_name = "manual"
+    digest = file_digest(args.report)
+    uri = args.uri or path.resolve().as_uri()
+    receipt = open_ledger(args).record_analysis(args.id, args.score, args.verdict, digest, uri, judge_name)
+    emit(args, {"deployment_id": args.id, "score": args.score, "verdict": args.verdict, "report_digest": digest,
+                "report_uri": uri, "judge": judge_name, **tx_data(receipt)},
+         f"recorded {args.verdict} (score {args.score:g}) for deployment {args.id}; report {digest}")
+    return EXIT_OK
+
+
+def _rollout_status(args, store) -> int:
+    from shipledger.rollout import summary
+
+    states = [store.load(args.id)] if args.id else store.all()
+    rows = [summary(s, store) for s in states]
+    if args.json:
+        emit(args, rows[0] if args.id else {"rollouts": rows})
+        return EXIT_OK
+    if not rows:
+        print(f"no rollouts in {store.dir}", file=sys.stderr)
+    for r in rows:
+        last = r["reports"][-1] if r["reports"] else None
+        verdict = f"last verdict {last['verdict']} ({last['score']:.1f})" if last else "no verdict yet"
+        print(f"deployment {r['deployment_id']}  {r['service']} {r['env']}  {r['phase']} at {r['percent']}% "
+              f"(steps {','.join(map(str, r['steps']))})  {verdict}"
+              + (f"  error: {r['error']}" if r.get("error") else "") + (f"  {r['reason']}" if r.get("reason") else ""))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- exports and the DORA report (export.py, dora.py, report.py)
+
+def _history_filters(args) -> dict:
+    """Index.history(...) arguments from the history filters, all checked before any sync."""
+    from shipledger.index import digest_hex, expand_kinds, parse_when
+
+    return {
+        "service": args.service, "environment": args.env, "approver": args.approver, "org": args.org,
+        "digest": digest_hex(args.digest) if args.digest else None,
+        "kinds": expand_kinds(args.kind) if args.kind else None,
+        "since": parse_when(args.since) if args.since else None,
+        "until": parse_when(args.until, end=True) if args.until else None,
+    }
+
+
+def _output_path(text: str) -> Path:
+    path = Path(text)
+    if path.is_dir() or not path.parent.is_dir():
+        raise UsageError(f"cannot write {path}: " + ("it is a directory" if path.is_dir() else f"{path.parent} does not exist"))
+    return path
+
+
+def cmd_export(args) -> int:
+    from shipledger import export
+
+    filters = _history_filters(args)
+    out = _output_path(args.out)
+    index = synced_index(args)
+    try:
+        count = export.write_export(export.records(index, index.history(**filters)), out, args.format)
+    finally:
+        index.close()
+    emit(args, {"out": str(out), "format": args.format, "records": count}, f"exported {count} records to {out} ({args.format})")
+    return EXIT_OK
+
+
+def cmd_verify_export(args) -> int:
+    from shipledger import export
+    from shipledger.client import load_address_book
+
+    if not Path(args.file).is_file():
+        raise UsageError(f"{args.file} is not a file")
+    book = None  # with an address book, lines from other contracts than the suite's are flagged too
+    if args.deployment or os.environ.get("SHIPLEDGER_DEPLOYMENT") or DEFAULT_BOOK.is_file():
+        book = load_address_book(book_path(args))
+    url = rpc_url(args, book)
+    if book is not None:
+        (chain_id,) = export.Rpc(url).batch([("eth_chainId", [])])
+        if int(chain_id, 16) != int(book["chain_id"]):
+            raise AddressBookError(f"the address book is for chain {book['chain_id']} but {url} is chain {int(chain_id, 16)}")
+    if args.json or not sys.stderr.isatty():
+        result = export.verify_export(args.file, url, book=book, batch_size=args.batch_size)
+    else:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("fetching receipts and blocks", total=None)
+            result = export.verify_export(args.file, url, book=book, batch_size=args.batch_size,
+                                          progress=lambda done, total: bar.update(task, completed=done, total=total))
+    data = {"file": str(args.file), "ok": result.ok, "lines": result.lines, "transactions": result.transactions,
+            "blocks": result.blocks, "suite_checked": book is not None,
+            "mismatches": [{"line": m.line, "problems": m.problems} for m in result.mismatches]}
+    if args.json:
+        emit(args, data)
+    else:
+        for m in result.mismatches:
+            for problem in m.problems:
+                print(f"{args.file}:{m.line}: {problem}", file=sys.stderr)
+        print(f"{len(result.mismatches)} of {result.lines} lines do not match the chain" if result.mismatches
+              else f"all {result.lines} lines match the chain ({result.transactions} transactions, {result.blocks} blocks)",
+              file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_DENIED
+
+
+def _report_time(text: str | None, end: bool) -> int | None:
+    import datetime as dt
+
+    from shipledger.index import parse_when
+
+    if not text:
+        return None
+    when = parse_when(text, end=end)
+    if not isinstance(when, dt.datetime):
+        raise UsageError(f"{text!r}: the report takes a date (YYYY-MM-DD) or an ISO datetime, not a block number")
+    return int(when.timestamp())
+
+
+def cmd_report(args) -> int:
+    from shipledger import dora
+
+    if not args.out and not args.json:
+        raise UsageError("report needs --out FILE.html (or --json for the numbers)")
+    since, until = _report_time(args.since, False), _report_time(args.until, True)
+    out = _output_path(args.out) if args.out else None
+    prod_envs = tuple(e.strip() for value in (args.prod_env or ["prod,production"]) for e in value.split(",") if e.strip())
+    index = synced_index(args)
+    try:
+        metrics = dora.from_index(index, service=args.service, environment=args.env, since=since, until=until,
+                                  prod_envs=prod_envs, commit_time=dora.git_commit_time(args.repo))
+        meta = index.meta()
+    finally:
+        index.close()
+    if out is not None:
+        from shipledger import report
+
+        report.write(metrics, out, {
+            "chain": meta.get("chain_id"), "registry": meta.get("registry"), "ledger": meta.get("ledger"),
+            "indexed to block": meta.get("checkpoint_block"), "block hash": meta.get("checkpoint_hash"),
+        })
+    rate = "n/a" if metrics.change_failure_rate is None else f"{metrics.change_failure_rate:.0%}"
+    emit(args, metrics.to_json(),
+         f"{metrics.deployments} production deployments, change failure rate {rate}"
+         + (f"; report written to {out}" if out else ""))
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -623,6 +1069,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = parent.add_parser(name, parents=[common], help=help_text, description=help_text)
         p.set_defaults(handler=handler)
         return p
+
+    def suspect_args(p, auto=False):
+        """Options of `incident suspects` and `incident open --auto-suspect`."""
+        if auto:
+            p.add_argument("--auto-suspect", action="store_true",
+                           help="also name the top deployments (at most 3) that `incident suspects` would rank now")
+        p.add_argument("--deps", metavar="FILE", help="dependency config: YAML/JSON {service: [services it depends on]}"
+                       " (default .shipledger/dependencies.yaml if present)")
+        p.add_argument("--window", type=duration, default=24 * 3600, metavar="DUR",
+                       help="how far back a deployment step counts (default 24h)")
+        index_args(p)
 
     def artifact_args(p, positional=True):
         if positional:
@@ -742,6 +1199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suspect", type=positive_int, action="append", help="suspected deployment id (repeatable)")
     p.add_argument("--details", metavar="FILE", help="details document to hash")
     p.add_argument("--details-uri")
+    suspect_args(p, auto=True)
     for name in ("ack", "mitigate", "resolve"):
         p = command(name, cmd_incident, f"{name} an incident", incident)
         p.add_argument("id", type=positive_int)
@@ -751,14 +1209,115 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--postmortem", metavar="FILE", help="postmortem document to hash")
             p.add_argument("--postmortem-uri")
 
+    p = command("suspects", cmd_incident_suspects, "rank the deployments that may have caused an incident, with reasons", incident)
+    p.add_argument("id", type=positive_int)
+    p.add_argument("--limit", type=positive_int, help="show only the top N")
+    suspect_args(p)
+
+    canary = sub.add_parser("canary", help="canary analysis").add_subparsers(dest="canary_cmd", required=True)
+    p = command("judge", cmd_canary_judge, "judge canary samples against baseline samples (Kayenta's ACA judge and more); "
+                "exit 0 pass, 3 marginal or fail, 2 bad input", canary)
+    p.add_argument("--baseline", required=True, metavar="FILE", help="baseline samples: CSV `metric,value` rows or JSON {\"metric\": [values]}")
+    p.add_argument("--canary", required=True, metavar="FILE", help="canary samples, same formats")
+    p.add_argument("--config", metavar="FILE", help="judge config (YAML or JSON); default: every metric, direction either")
+    p = command("verify", cmd_canary_verify, "recompute a rollout report's verdict and check it against the one on chain; "
+                "exit 0 match, 3 mismatch", canary)
+    p.add_argument("report", metavar="REPORT", help="a report saved by `rollout run` (.shipledger/rollouts/<id>/step-*.json)")
+    p.add_argument("--offline", action="store_true", help="only recompute; do not look for the verdict on chain")
+    p = command("record", cmd_canary_record, "record a canary verdict on chain with its report's digest (DEPLOYER)", canary)
+    p.add_argument("id", type=positive_int, help="deployment id (in progress)")
+    p.add_argument("--score", type=float, required=True, help="0 to 100")
+    p.add_argument("--verdict", choices=("pass", "marginal", "fail"), required=True)
+    p.add_argument("--report", required=True, metavar="FILE", help="the report behind the verdict; its sha256 is recorded")
+    p.add_argument("--uri", help="where the report lives (default its file:// URI)")
+    p.add_argument("--judge", help="judge name and version (default the report's judge_version, else 'manual')")
+
+    rollout = sub.add_parser("rollout", help="progressive delivery judged by the canary (DEPLOYER; RESPONDER for incidents)")
+    rollout = rollout.add_subparsers(dest="rollout_cmd", required=True)
+    state_dir_help = "where rollout state and reports live (env SHIPLEDGER_ROLLOUT_DIR; default .shipledger/rollouts)"
+    p = command("run", cmd_rollout, "roll out in steps; each step judged; pass promotes, marginal pauses, fail rolls back. "
+                "Exit 0 completed, 3 paused/rolled back, 1 stopped on an error", rollout)
+    artifact_args(p)
+    p.add_argument("--service", required=True)
+    p.add_argument("--env", required=True)
+    p.add_argument("--steps", default="10,50,100", help="percentages, increasing, ending at 100 (default 10,50,100)")
+    p.add_argument("--interval", type=duration, required=True, help="wait at each step before judging (e.g. 5m)")
+    p.add_argument("--analysis", required=True, metavar="CONFIG", help="canary config (YAML/JSON) with `source:` and metric queries")
+    p.add_argument("--traffic-cmd", metavar="'CMD {percent}'", help="run at each step (and with 0 on rollback); no shell")
+    p.add_argument("--incident-severity", type=int, default=2, metavar="N", help="severity of the incident a failed canary opens (default 2)")
+    p.add_argument("--state-dir", help=state_dir_help)
+    p = command("status", cmd_rollout, "rollouts on disk: phase, step and last verdict", rollout)
+    p.add_argument("id", type=positive_int, nargs="?", help="deployment id (default: every rollout)")
+    p.add_argument("--state-dir", help=state_dir_help)
+    p = command("resume", cmd_rollout, "continue a paused or stopped rollout (after a marginal verdict: go on)", rollout)
+    p.add_argument("id", type=positive_int)
+    p.add_argument("--rejudge", action="store_true", help="judge the current step again instead of going on")
+    p.add_argument("--state-dir", help=state_dir_help)
+    p = command("abort", cmd_rollout, "roll back a rollout now (asks a running controller to)", rollout)
+    p.add_argument("id", type=positive_int)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--state-dir", help=state_dir_help)
+
     p = command("status", cmd_status, "live artifact, rollout, open incidents and policy of a service in an environment")
     p.add_argument("service")
     p.add_argument("env")
 
-    p = command("history", cmd_history, "every recorded event, from the chain")
+    p = command("history", cmd_history, "every recorded event, from the index (synced with the chain first)")
     p.add_argument("--service")
     p.add_argument("--env")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--digest", help="events of one artifact (sha256:<hex> or 0x<hex>), its deployments' steps included")
+    p.add_argument("--approver", metavar="ADDR", help="votes cast by this approver")
+    p.add_argument("--org", metavar="NAME|ID", help="events naming this organisation (votes, members, slots)")
+    p.add_argument("--kind", action="append", metavar="KIND",
+                   help="event kind (repeatable): registered, approved, rejected, deployed, rolled-back, incident, ...")
+    p.add_argument("--since", metavar="WHEN", help="from this block number, date (YYYY-MM-DD) or ISO datetime (UTC)")
+    p.add_argument("--until", metavar="WHEN", help="up to this block number, date (whole day) or ISO datetime")
+    index_args(p)
+
+    index = sub.add_parser("index", help="the SQLite index of the ledger's events").add_subparsers(dest="index_cmd", required=True)
+    p = command("sync", cmd_index_sync, "pull new events of the suite into the index (incremental, reorg-safe)", index)
+    p.add_argument("--db", default=None, metavar="PATH", help="index database (default .shipledger/index.sqlite)")
+    p.add_argument("--confirmations", type=int, default=0, metavar="N", help="index only blocks at least N deep")
+
+    p = command("trace", cmd_trace, "chain of custody of an artifact: registration, votes, deployments, verdicts, incidents")
+    artifact_args(p)
+    p.add_argument("--service", required=True)
+    index_args(p)
+
+    p = command("audit", cmd_audit, "re-check every deployment against the rules, the code and the index; exit 3 on findings")
+    p.add_argument("--service")
+    p.add_argument("--env")
+    p.add_argument("--full", action="store_true", help="check every indexed block against the chain, not a sample")
+    index_args(p)
+
+    p = command("export", cmd_export, "write the (filtered) history to CSV or JSON Lines, one record per event, atomically")
+    p.add_argument("--format", choices=("csv", "jsonl"), required=True)
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--service")
+    p.add_argument("--env")
+    p.add_argument("--digest", help="events of one artifact (sha256:<hex> or 0x<hex>)")
+    p.add_argument("--approver", metavar="ADDR", help="votes cast by this approver")
+    p.add_argument("--org", metavar="NAME|ID", help="events naming this organisation")
+    p.add_argument("--kind", action="append", metavar="KIND", help="event kind (repeatable), as for history")
+    p.add_argument("--since", metavar="WHEN", help="from this block number, date (YYYY-MM-DD) or ISO datetime (UTC)")
+    p.add_argument("--until", metavar="WHEN", help="up to this block number, date (whole day) or ISO datetime")
+    index_args(p)
+
+    p = command("verify-export", cmd_verify_export, "check every line of an export against the chain; exit 3 on any mismatch")
+    p.add_argument("file")
+    p.add_argument("--batch-size", type=positive_int, default=250, metavar="N", help="JSON-RPC requests per batch (default 250)")
+
+    p = command("report", cmd_report, "DORA metrics of production as a self-contained HTML report (or --json)")
+    p.add_argument("--out", metavar="FILE.html")
+    p.add_argument("--service")
+    p.add_argument("--env", help="report on this environment alone (default: the production environments)")
+    p.add_argument("--since", metavar="DATE", help="from this date (YYYY-MM-DD) or ISO datetime (UTC)")
+    p.add_argument("--until", metavar="DATE", help="up to this date (whole day) or ISO datetime (default: now)")
+    p.add_argument("--prod-env", action="append", metavar="NAMES",
+                   help="production environment names, comma-separated or repeated (default prod,production)")
+    p.add_argument("--repo", default=".", metavar="DIR", help="git repository for commit times not on the ledger (default .)")
+    index_args(p)
     return parser
 
 
