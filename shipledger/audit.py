@@ -15,13 +15,12 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-import requests
-from eth_abi import decode as abi_decode
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak
 
 from shipledger._internal import artifacts
-from shipledger._internal.revert import canonical_type
-from shipledger.errors import ConnectionFailed, gate_sentence
+from shipledger._internal.logs import NotASuiteEvent, decode_log
+from shipledger._internal.rpc import Rpc
+from shipledger.errors import gate_sentence
 from shipledger.models import DeploymentStatus, GateReason
 
 APPROVER_ROLE = "0x" + keccak(text="APPROVER_ROLE").hex()
@@ -407,31 +406,6 @@ def _set_remove(values: list, value) -> None:
 # ====================================================================== the code at the suite addresses
 
 
-class _Rpc:
-    """Plain JSON-RPC with batches (the audit re-fetches many blocks; one request per block is slow)."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.session = requests.Session()
-
-    def batch(self, calls: list[tuple[str, list]]) -> list:
-        results = []
-        for start in range(0, len(calls), RPC_BATCH):
-            chunk = calls[start:start + RPC_BATCH]
-            body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(chunk)]
-            try:
-                replies = self.session.post(self.url, json=body, timeout=60).json()
-            except (requests.RequestException, ValueError) as exc:
-                raise ConnectionFailed(f"cannot reach the JSON-RPC node at {self.url}: {exc.__class__.__name__}") from None
-            by_id = {r.get("id"): r for r in (replies if isinstance(replies, list) else [replies])}
-            for i, (method, _) in enumerate(chunk):
-                reply = by_id.get(i) or {"error": {"message": "no answer"}}
-                if "error" in reply:
-                    raise ConnectionFailed(f"{method} failed: {reply['error'].get('message', reply['error'])}")
-                results.append(reply["result"])
-        return results
-
-
 def _masked(code: bytes, references: dict) -> bytes:
     """The code with every immutable's bytes zeroed: they hold constructor-time values."""
     code = bytearray(code)
@@ -444,8 +418,7 @@ def _masked(code: bytes, references: dict) -> bytes:
 
 def check_code(url: str, suite: dict[str, str]) -> list[Finding]:
     """The runtime code at each address equals the committed build's deployedBytecode."""
-    rpc = _Rpc(url)
-    codes = rpc.batch([("eth_getCode", [address, "latest"]) for address in suite.values()])
+    codes = Rpc(url).fetch("eth_getCode", [[address, "latest"] for address in suite.values()], RPC_BATCH)
     findings = []
     for (name, address), code in zip(suite.items(), codes):
         artifact = artifacts.load(name)
@@ -465,50 +438,6 @@ def check_code(url: str, suite: dict[str, str]) -> list[Finding]:
 
 
 # ====================================================================== the index against the chain
-
-
-def _event_table(suite: dict[str, str]) -> dict[bytes, tuple[str, dict]]:
-    """topic0 -> (contract name, ABI event) for both contracts, from the committed ABIs."""
-    table = {}
-    for name in suite:
-        for item in artifacts.abi(name):
-            if item["type"] == "event":
-                signature = f"{item['name']}({','.join(canonical_type(i) for i in item['inputs'])})"
-                table[keccak(text=signature)] = (name, item)
-    return table
-
-
-def _plain(abi_input: dict, value):
-    """A decoded value in the index's encoding (spec: checksummed addresses, 0x-hex bytes, structs
-    as objects keyed by component name)."""
-    kind = abi_input["type"]
-    if kind.endswith("]"):
-        inner = {**abi_input, "type": kind[: kind.rindex("[")]}
-        return [_plain(inner, v) for v in value]
-    if kind == "tuple":
-        return {c["name"]: _plain(c, v) for c, v in zip(abi_input["components"], value)}
-    if kind == "address":
-        return to_checksum_address(value)
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
-    return value
-
-
-def decode_log(log: dict, table: dict) -> tuple[str, dict] | None:
-    """(event name, arguments) of a raw JSON-RPC log, or None for a log of no suite event."""
-    topics = [bytes.fromhex(t.removeprefix("0x")) for t in log["topics"]]
-    if not topics or topics[0] not in table:
-        return None
-    _, item = table[topics[0]]
-    indexed = [i for i in item["inputs"] if i["indexed"]]
-    plain = [i for i in item["inputs"] if not i["indexed"]]
-    args = {}
-    for abi_input, topic in zip(indexed, topics[1:]):  # the suite indexes only static types
-        args[abi_input["name"]] = _plain(abi_input, abi_decode([canonical_type(abi_input)], topic)[0])
-    values = abi_decode([canonical_type(i) for i in plain], bytes.fromhex(log["data"].removeprefix("0x")))
-    for abi_input, value in zip(plain, values):
-        args[abi_input["name"]] = _plain(abi_input, value)
-    return item["name"], args
 
 
 def _canonical(value):
@@ -533,7 +462,7 @@ def check_index(db, url: str, suite: dict[str, str], *, full: bool = False,
                 sample: int = DEFAULT_SAMPLE) -> tuple[list[Finding], int]:
     """Block hashes and logs of a sample of indexed blocks (all with `full`) against the chain.
     With `full` the whole indexed range is re-fetched, so a log the index lacks is found too."""
-    rpc = _Rpc(url)
+    rpc = Rpc(url)
     stored_hashes = {r[0]: r[1] for r in db.execute("SELECT number, hash FROM blocks")}
     if not stored_hashes:
         return [], 0
@@ -541,7 +470,7 @@ def check_index(db, url: str, suite: dict[str, str], *, full: bool = False,
     if not full and len(numbers) > sample:
         # The newest block always (a reorg shows there first), the rest at random.
         numbers = sorted([numbers[-1], *random.sample(numbers[:-1], sample - 1)])
-    chain_blocks = rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+    chain_blocks = rpc.fetch("eth_getBlockByNumber", [[hex(n), False] for n in numbers], RPC_BATCH)
     findings, good = [], []
     for number, block in zip(numbers, chain_blocks):
         chain_hash = block["hash"] if block else None
@@ -555,7 +484,6 @@ def check_index(db, url: str, suite: dict[str, str], *, full: bool = False,
         else:
             good.append(number)
 
-    table = _event_table(suite)
     addresses = list(suite.values())
     if full:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -564,16 +492,17 @@ def check_index(db, url: str, suite: dict[str, str], *, full: bool = False,
         ranges = [(lo, min(lo + LOG_RANGE - 1, last)) for lo in range(first, last + 1, LOG_RANGE)]
     else:
         ranges = [(n, n) for n in good]
-    filters = [("eth_getLogs", [{"address": addresses, "fromBlock": hex(lo), "toBlock": hex(hi)}]) for lo, hi in ranges]
+    filters = [[{"address": addresses, "fromBlock": hex(lo), "toBlock": hex(hi)}] for lo, hi in ranges]
     on_chain: dict[int, set] = {}
-    for logs in rpc.batch(filters):
+    for logs in rpc.fetch("eth_getLogs", filters, RPC_BATCH):
         for log in logs:
-            decoded = decode_log(log, table)
-            if decoded is None:
+            try:
+                _, event, args = decode_log(log)
+            except NotASuiteEvent:
                 continue
             number = int(log["blockNumber"], 16)
             on_chain.setdefault(number, set()).add(_log_key(
-                number, int(log["logIndex"], 16), log["blockHash"], log["transactionHash"], log["address"], *decoded))
+                number, int(log["logIndex"], 16), log["blockHash"], log["transactionHash"], log["address"], event, args))
 
     bad_blocks = {f.block for f in findings}
     for lo, hi in ranges:

@@ -22,15 +22,14 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
-from eth_abi import decode as abi_decode
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 
 from shipledger._internal import artifacts
-from shipledger._internal.revert import canonical_type
-from shipledger.errors import ConnectionFailed, UsageError
+from shipledger._internal.logs import decode_log
+from shipledger._internal.rpc import Rpc
+from shipledger.errors import UsageError
 
 FORMATS = ("csv", "jsonl")
 # Columns in file order. `time` is `timestamp` written for people (UTC, ISO 8601).
@@ -168,115 +167,6 @@ def _read_csv(text: str, path: Path) -> list[Line]:
                 record[name] = int(value)
         lines.append(Line(number_of_row, record))
     return lines
-
-
-# ---------------------------------------------------------------------- decoding logs
-
-@cache
-def _event_table() -> dict[bytes, tuple[str, dict]]:
-    """topic0 -> (contract name, ABI event item) for every event of the suite."""
-    table = {}
-    for contract in artifacts.SUITE:
-        for item in artifacts.abi(contract):
-            if item["type"] == "event" and not item.get("anonymous"):
-                signature = f"{item['name']}({','.join(canonical_type(i) for i in item['inputs'])})"
-                table[keccak(text=signature)] = (contract, item)
-    return table
-
-
-@cache
-def _checksum(address: str) -> str:
-    return to_checksum_address(address)  # a keccak each: approvers and contracts repeat, so remember them
-
-
-def _json_value(item: dict, value):
-    """A decoded ABI value in the index's encoding (index-spec, "Value encoding")."""
-    kind = item["type"]
-    if kind.endswith("]"):
-        inner = {**item, "type": kind[: kind.rindex("[")]}
-        return [_json_value(inner, v) for v in value]
-    if kind == "tuple":
-        return {c["name"]: _json_value(c, v) for c, v in zip(item["components"], value)}
-    if kind == "address":
-        return _checksum(value)
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
-    return value
-
-
-def _topic_value(item: dict, topic: bytes):
-    """An indexed argument from its topic. The suite indexes only 32-byte static types, whose topic is
-    their ABI encoding: sliced here directly (eth_abi costs ~40 us a call, 10k-line exports feel it)."""
-    kind = item["type"]
-    if kind == "bytes32":
-        return "0x" + topic.hex()
-    if kind == "address" and not any(topic[:12]):
-        return _checksum("0x" + topic[12:].hex())
-    if kind.startswith("uint") and kind[4:].isdigit() and int.from_bytes(topic, "big") < 2 ** int(kind[4:]):
-        return int.from_bytes(topic, "big")
-    return _json_value(item, abi_decode([canonical_type(item)], topic)[0])  # anything else, strictly checked
-
-
-def decode_log(log: dict) -> tuple[str, str, dict]:
-    """(contract name, event name, args) of a receipt log of the suite; ValueError if it is not one."""
-    topics = [bytes.fromhex(t.removeprefix("0x")) for t in log.get("topics") or []]
-    if not topics or topics[0] not in _event_table():
-        raise ValueError("the log is not an event of the suite's contracts")
-    contract, item = _event_table()[topics[0]]
-    indexed = [i for i in item["inputs"] if i.get("indexed")]
-    plain = [i for i in item["inputs"] if not i.get("indexed")]
-    if len(topics) != len(indexed) + 1 or any(len(t) != 32 for t in topics):
-        raise ValueError(f"{item['name']} has {len(indexed)} indexed arguments but the log has {len(topics) - 1} topics")
-    values = {i["name"]: _topic_value(i, topic) for i, topic in zip(indexed, topics[1:])}
-    data = bytes.fromhex(log.get("data", "0x").removeprefix("0x"))
-    for abi_input, value in zip(plain, abi_decode([canonical_type(i) for i in plain], data)):
-        values[abi_input["name"]] = _json_value(abi_input, value)
-    return contract, item["name"], {i["name"]: values[i["name"]] for i in item["inputs"]}
-
-
-# ---------------------------------------------------------------------- JSON-RPC
-
-class Rpc:
-    """JSON-RPC over one kept-alive HTTP connection, with batches."""
-
-    def __init__(self, url: str, timeout: float = 60):
-        import requests
-
-        self.url = url
-        self.timeout = timeout
-        self.session = requests.Session()
-
-    def batch(self, calls: list[tuple[str, list]]) -> list:
-        """Results in call order (None where the node has nothing, e.g. an unknown transaction)."""
-        import requests
-
-        body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
-        try:
-            response = self.session.post(self.url, json=body, timeout=self.timeout)
-            replies = response.json()
-        except (requests.RequestException, ValueError) as exc:
-            raise ConnectionFailed(f"cannot reach the JSON-RPC node at {self.url}: {exc.__class__.__name__}") from None
-        if isinstance(replies, dict):  # a node that refuses batches answers with one error object
-            detail = replies.get("error", {}).get("message", replies)
-            raise ConnectionFailed(f"the JSON-RPC node at {self.url} refused a batch request: {detail}")
-        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
-        results = []
-        for i, (method, params) in enumerate(calls):
-            reply = by_id.get(i)
-            if reply is None or "error" in reply:
-                detail = reply["error"].get("message") if reply else "no answer"
-                raise ConnectionFailed(f"{method} {params[0]} failed: {detail}")
-            results.append(reply.get("result"))
-        return results
-
-    def fetch(self, method: str, params: list[list], batch_size: int, progress: Callable[[int], None] | None = None) -> list:
-        out = []
-        for start in range(0, len(params), batch_size):
-            chunk = params[start : start + batch_size]
-            out.extend(self.batch([(method, p) for p in chunk]))
-            if progress:
-                progress(len(chunk))
-        return out
 
 
 # ---------------------------------------------------------------------- verifying

@@ -42,12 +42,12 @@ from datetime import date, datetime, time as dt_time, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 
-import requests
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
 from shipledger._internal import artifacts
 from shipledger._internal.revert import canonical_type
+from shipledger._internal.rpc import Rpc, error_text
 from shipledger.errors import ConnectionFailed, ShipledgerError, UsageError
 from shipledger.models import HistoryEvent
 
@@ -384,50 +384,12 @@ class _ChainMoved(Exception):
     """The chain changed while a chunk was being read: start over from the checkpoint check."""
 
 
-class _Rpc:
-    """A small JSON-RPC client over one keep-alive HTTP session, with batches."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.session = requests.Session()
-
-    @classmethod
-    def of(cls, ledger) -> "_Rpc":
-        url = getattr(ledger.w3.provider, "endpoint_uri", None)
-        if not url or not str(url).startswith("http"):
-            raise UsageError("the index syncs over HTTP JSON-RPC; connect the ledger with an http(s) URL")
-        return cls(str(url))
-
-    def batch(self, calls: list[tuple[str, list]], timeout: float = RPC_TIMEOUT) -> list[dict]:
-        """Replies in call order, each {'result': ...} or {'error': {...}}."""
-        body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
-        try:
-            response = self.session.post(self.url, json=body, timeout=timeout)
-        except requests.exceptions.Timeout:
-            return [{"error": {"code": -32000, "message": "request timed out"}}] * len(calls)
-        except requests.exceptions.RequestException as exc:
-            raise ConnectionFailed(f"cannot reach the JSON-RPC node at {self.url}: {exc.__class__.__name__}") from None
-        try:
-            replies = response.json()
-        except ValueError:
-            # Some gateways answer an oversized query with an HTTP error page instead of JSON-RPC.
-            message = f"HTTP {response.status_code}: {response.text[:200]}"
-            return [{"error": {"code": -32000, "message": message}}] * len(calls)
-        if isinstance(replies, dict):  # a node that refuses the whole batch with one error
-            return [replies if "error" in replies else {"error": {"message": "bad batch reply"}}] * len(calls)
-        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
-        return [by_id.get(i, {"error": {"message": "no answer"}}) for i in range(len(calls))]
-
-    def call(self, method: str, params: list):
-        [reply] = self.batch([(method, params)])
-        if "error" in reply:
-            raise ConnectionFailed(f"{method} failed: {_error_text(reply)}")
-        return reply["result"]
-
-
-def _error_text(reply: dict) -> str:
-    error = reply.get("error") or {}
-    return str(error.get("message", error)) if isinstance(error, dict) else str(error)
+def _rpc_of(ledger) -> Rpc:
+    """The ledger's node as a batch JSON-RPC client (the sync reads raw replies: range refusals)."""
+    url = getattr(ledger.w3.provider, "endpoint_uri", None)
+    if not url or not str(url).startswith("http"):
+        raise UsageError("the index syncs over HTTP JSON-RPC; connect the ledger with an http(s) URL")
+    return Rpc(str(url), timeout=RPC_TIMEOUT)
 
 
 def _block_call(number: int) -> tuple[str, list]:
@@ -602,7 +564,7 @@ class Index:
         is called after each committed chunk. chunk_blocks sets the first chunk's size (tests)."""
         if confirmations < 0:
             raise UsageError("confirmations must be 0 or more")
-        rpc = _Rpc.of(ledger)
+        rpc = _rpc_of(ledger)
         self._bind(ledger)
         with self._sync_lock():
             return self._sync(ledger, rpc, confirmations, progress, chunk_blocks)
@@ -694,12 +656,12 @@ class Index:
     def _fetch(self, rpc, addresses, checkpoint, start, end) -> tuple[list[dict], dict]:
         """The suite's logs in [start, end] and the header of `end`, checked to belong to one chain
         that still holds the checkpoint: end's hash is read before and after the logs."""
-        before, logs = rpc.batch([
+        before, logs = rpc.replies([
             _block_call(end),
             ("eth_getLogs", [{"address": addresses, "fromBlock": hex(start), "toBlock": hex(end)}]),
         ])
         if "error" in logs:
-            text = _error_text(logs)
+            text = error_text(logs)
             if REFUSAL.search(text) or (logs.get("error") or {}).get("code") == -32005:
                 raise _RangeRefused(text)
             raise ConnectionFailed(f"eth_getLogs failed: {text}")
@@ -708,12 +670,8 @@ class Index:
         logs = [log for log in logs["result"] if not log.get("removed")]
         # Blocks whose time the logs do not carry (older nodes), plus end and checkpoint to check.
         needed = sorted({int(log["blockNumber"], 16) for log in logs if "blockTimestamp" not in log})
-        calls = [_block_call(end)] + ([_block_call(checkpoint[0])] if checkpoint else [])
-        calls += [_block_call(n) for n in needed]
-        replies = [r for i in range(0, len(calls), MAX_BATCH) for r in rpc.batch(calls[i : i + MAX_BATCH])]
-        if any("error" in r for r in replies):
-            raise ConnectionFailed(f"eth_getBlockByNumber failed: {_error_text(next(r for r in replies if 'error' in r))}")
-        blocks = [r["result"] for r in replies]
+        numbers = [end] + ([checkpoint[0]] if checkpoint else []) + needed
+        blocks = rpc.fetch("eth_getBlockByNumber", [[hex(n), False] for n in numbers], MAX_BATCH)
         end_block = blocks[0]
         if end_block is None or end_block["hash"] != before["result"]["hash"]:
             raise _ChainMoved()
@@ -800,7 +758,7 @@ class Index:
                 ).fetchall()
                 if not page:
                     break
-                replies = rpc.batch([_block_call(row["number"]) for row in page])
+                replies = rpc.replies([_block_call(row["number"]) for row in page])
                 for row, reply in zip(page, replies):
                     block = reply.get("result")
                     if block is not None and block["hash"] == row["hash"]:
