@@ -647,32 +647,30 @@ def _summary(event) -> str:
     return pick() if pick else ", ".join(f"{k}={v}" for k, v in f.items() if not k.endswith("Key"))[:80]
 
 
+def _history_filters(args) -> dict:
+    """Index.history(...) arguments from the history filters, all checked before any sync."""
+    from eth_utils import is_address
+
+    from shipledger.index import digest_hex, expand_kinds, parse_when
+
+    if args.approver and not is_address(args.approver):
+        raise UsageError(f"--approver {args.approver!r} is not an Ethereum address")
+    return {
+        "service": args.service, "environment": args.env, "approver": args.approver, "org": args.org,
+        "digest": digest_hex(args.digest) if args.digest else None,
+        "kinds": expand_kinds(args.kind) if args.kind else None,
+        "since": parse_when(args.since) if args.since else None,
+        "until": parse_when(args.until, end=True) if args.until else None,
+    }
+
+
 def cmd_history(args) -> int:
     import datetime as dt
 
-    from shipledger.index import parse_when
-
-    # Check every filter before syncing anything.
-    since = parse_when(args.since) if args.since else None
-    until = parse_when(args.until, end=True) if args.until else None
-    kinds = None
-    if args.kind:
-        from shipledger.index import expand_kinds
-
-        kinds = expand_kinds(args.kind)
-    digest = None
-    if args.digest:
-        from shipledger.index import digest_hex
-
-        digest = digest_hex(args.digest)
-    if args.approver:
-        from shipledger.client import Ledger
-
-        Ledger._address(args.approver)  # a usage error now, not after a sync
+    filters = _history_filters(args)
     index = synced_index(args)
     try:
-        events = index.history(service=args.service, environment=args.env, digest=digest, approver=args.approver,
-                               org=args.org, kinds=kinds, since=since, until=until)
+        events = index.history(**filters)
     finally:
         index.close()
     rows = [{
@@ -938,19 +936,6 @@ def _rollout_status(args, store) -> int:
 
 # ---------------------------------------------------------------------- exports and the DORA report (export.py, dora.py, report.py)
 
-def _history_filters(args) -> dict:
-    """Index.history(...) arguments from the history filters, all checked before any sync."""
-    from shipledger.index import digest_hex, expand_kinds, parse_when
-
-    return {
-        "service": args.service, "environment": args.env, "approver": args.approver, "org": args.org,
-        "digest": digest_hex(args.digest) if args.digest else None,
-        "kinds": expand_kinds(args.kind) if args.kind else None,
-        "since": parse_when(args.since) if args.since else None,
-        "until": parse_when(args.until, end=True) if args.until else None,
-    }
-
-
 def _output_path(text: str) -> Path:
     path = Path(text)
     if path.is_dir() or not path.parent.is_dir():
@@ -1069,6 +1054,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = parent.add_parser(name, parents=[common], help=help_text, description=help_text)
         p.set_defaults(handler=handler)
         return p
+
+    def history_filter_args(p):
+        """The filters of `history` and `export` (Index.history's), and the index options."""
+        p.add_argument("--digest", help="events of one artifact (sha256:<hex> or 0x<hex>), its deployments' steps included")
+        p.add_argument("--approver", metavar="ADDR", help="votes cast by this approver")
+        p.add_argument("--org", metavar="NAME|ID", help="events naming this organisation (votes, members, slots)")
+        p.add_argument("--kind", action="append", metavar="KIND",
+                       help="event kind (repeatable): registered, approved, rejected, deployed, rolled-back, incident, ...")
+        p.add_argument("--since", metavar="WHEN", help="from this block number, date (YYYY-MM-DD) or ISO datetime (UTC)")
+        p.add_argument("--until", metavar="WHEN", help="up to this block number, date (whole day) or ISO datetime")
+        index_args(p)
 
     def suspect_args(p, auto=False):
         """Options of `incident suspects` and `incident open --auto-suspect`."""
@@ -1266,14 +1262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service")
     p.add_argument("--env")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--digest", help="events of one artifact (sha256:<hex> or 0x<hex>), its deployments' steps included")
-    p.add_argument("--approver", metavar="ADDR", help="votes cast by this approver")
-    p.add_argument("--org", metavar="NAME|ID", help="events naming this organisation (votes, members, slots)")
-    p.add_argument("--kind", action="append", metavar="KIND",
-                   help="event kind (repeatable): registered, approved, rejected, deployed, rolled-back, incident, ...")
-    p.add_argument("--since", metavar="WHEN", help="from this block number, date (YYYY-MM-DD) or ISO datetime (UTC)")
-    p.add_argument("--until", metavar="WHEN", help="up to this block number, date (whole day) or ISO datetime")
-    index_args(p)
+    history_filter_args(p)
 
     index = sub.add_parser("index", help="the SQLite index of the ledger's events").add_subparsers(dest="index_cmd", required=True)
     p = command("sync", cmd_index_sync, "pull new events of the suite into the index (incremental, reorg-safe)", index)
@@ -1296,13 +1285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--service")
     p.add_argument("--env")
-    p.add_argument("--digest", help="events of one artifact (sha256:<hex> or 0x<hex>)")
-    p.add_argument("--approver", metavar="ADDR", help="votes cast by this approver")
-    p.add_argument("--org", metavar="NAME|ID", help="events naming this organisation")
-    p.add_argument("--kind", action="append", metavar="KIND", help="event kind (repeatable), as for history")
-    p.add_argument("--since", metavar="WHEN", help="from this block number, date (YYYY-MM-DD) or ISO datetime (UTC)")
-    p.add_argument("--until", metavar="WHEN", help="up to this block number, date (whole day) or ISO datetime")
-    index_args(p)
+    history_filter_args(p)
 
     p = command("verify-export", cmd_verify_export, "check every line of an export against the chain; exit 3 on any mismatch")
     p.add_argument("file")

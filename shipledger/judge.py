@@ -78,6 +78,8 @@ NAN_STRATEGIES = ("remove", "replace")
 TESTS = ("mann-whitney", "rate")
 MEASURES = ("meanRatio", "cles")
 DEFAULT_GROUP = "default"
+METRIC_KEYS = ("name", "direction", "group", "groups", "critical", "must_have_data", "muted", "test", "spread",
+               "outliers", "effect_size", "nan_strategy", "min_samples", "query", "command")
 NODATA_PERCENT = 50  # Kayenta's NODATA_THRESHOLD: this share of Nodata metrics or more fails the canary
 _NORMAL = statistics.NormalDist()
 
@@ -127,7 +129,8 @@ class JudgeConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "JudgeConfig":
         """Validate a parsed config; UsageError names the first bad field. Unknown top-level keys (a
-        metric `source`, say) and unknown keys of a metric (its `query`) are kept in `raw` and ignored."""
+        metric `source`, say) are kept in `raw` and ignored; a metric's keys are checked, its source's
+        `query` and `command` among them."""
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -225,6 +228,9 @@ def _metric_config(item, index: int) -> MetricConfig:
         raise UsageError(f"metrics[{index}] must be a mapping with a non-empty name")
     name = item["name"]
     where = f"metrics[{index}] ({name})"
+    # A misspelt rule (`critcal: true`) silently ignored would pass canaries it should fail, so only
+    # the judge's keys and the metric sources' (`query`, `command`: see shipledger.metrics) are allowed.
+    _no_unknown(item, where, METRIC_KEYS)
     groups = item.get("groups", item.get("group", DEFAULT_GROUP))
     groups = [groups] if isinstance(groups, str) else groups
     if not isinstance(groups, list) or not groups or not all(isinstance(g, str) and g for g in groups):

@@ -416,6 +416,7 @@ def test_config_keeps_unknown_keys_for_the_rollout_controller():
     ({"groups": {"a": 70, "b": 40}, "metrics": [{"name": "x", "group": "a"}, {"name": "y", "group": "b"}]}, "add up to 110"),
     ({"groups": {"latncy": 50}, "metrics": [{"name": "x", "group": "latency"}]}, "latncy has a weight but no metric is in it"),
     ({"judge": {"confidance": 0.9}}, "judge: unknown key confidance"),
+    ({"metrics": [{"name": "a", "critcal": True}]}, "metrics[0] (a): unknown key critcal"),
     ({"judge": {"confidence": 1.5}}, "judge.confidence must be between 0 and 1"),
     ({"judge": {"pass": 70, "marginal": 80}}, "marginal <= pass <= 100"),
     ({"judge": {"nan_strategy": "zero"}}, "judge.nan_strategy must be remove or replace"),
