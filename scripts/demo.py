@@ -160,7 +160,9 @@ def main() -> None:
         f"(score {verified['recomputed']['score']:.1f}), matching the chain: {verified['match']}")
     suspects = cli.json("incident", "suspects", str(run["incident_id"]), "--db", workdir / "index.sqlite")
     top = suspects["suspects"][0]
-    say(f"incident suspects ranks deployment {top['deployment_id']} first (score {top['score']}): {top['reasons'][0]}")
+    say(f"incident suspects ranks deployment {top['deployment_id']} first (score {top['score']}):")
+    for reason in top["reasons"]:
+        say(f"  {reason}")
 
     chapter("Compliance: from the index, checked against the chain")
     db = ("--db", workdir / "index.sqlite")
