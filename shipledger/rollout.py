@@ -510,8 +510,13 @@ def start(ledger, store: Store, *, digest: str, artifact: str | None, service: s
     account = ledger.signer_address
     if not ledger.has_role("RESPONDER", account):
         log(f"note: {account} lacks RESPONDER: a failed canary will be rolled back but no incident opened")
-    deployment_id = ledger.start_deployment(digest, service, env, steps[0])
-    log(f"deployment {deployment_id} started: {service} {digest} to {env} at {steps[0]}%")
+    deployment_id = _orphaned_start(ledger, store, digest, service, env, steps[0])
+    if deployment_id is not None:
+        log(f"deployment {deployment_id} of {service} {digest} to {env} at {steps[0]}% was started by this account "
+            "with no rollout state saved (a controller killed right after starting it): taking it over")
+    else:
+        deployment_id = ledger.start_deployment(digest, service, env, steps[0])
+        log(f"deployment {deployment_id} started: {service} {digest} to {env} at {steps[0]}%")
     state = new_state(deployment_id=deployment_id, digest=digest, artifact=artifact, service=service, env=env,
                       steps=steps, interval=interval, config_raw=config.raw, analysis=str(Path(config_path).resolve()),
                       traffic_cmd=traffic_cmd, severity=severity)
@@ -521,6 +526,20 @@ def start(ledger, store: Store, *, digest: str, artifact: str | None, service: s
         return Controller(ledger, store, state, log).drive()
     finally:
         lock.close()
+
+
+def _orphaned_start(ledger, store: Store, digest: str, service: str, env: str, first_step: int) -> int | None:
+    """The deployment a killed controller started but never saved state for: the target's active
+    rollout, of this artifact, started by this account at the first step, with no state file. Running
+    the same `rollout run` again then carries it on instead of being refused (RolloutInProgress)."""
+    from shipledger._internal.names import parse_digest
+
+    active = ledger.target_state(service, env).active
+    if not active or store.state_path(active).exists() or ledger.deployment(active).percent != first_step:
+        return None
+    (started,) = _event_logs(ledger, "DeploymentStarted", [_id_topic(active)])
+    ours = started["deployer"] == ledger.signer_address and bytes(started["digest"]) == parse_digest(digest)
+    return active if ours else None
 
 
 def resume(ledger, store: Store, deployment_id: int, log: Callable[[str], None], rejudge: bool = False) -> dict:

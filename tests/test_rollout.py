@@ -546,6 +546,34 @@ def test_rollout_resume_after_a_kill_between_recording_and_saving_does_not_recor
     assert len(ro.events(deployment_id, "canary-verdict")) == 1
 
 
+def test_rollout_run_again_takes_over_a_start_whose_state_was_never_saved(ro):
+    """A controller killed between the start transaction and its first state save: the same
+    `rollout run` again carries that deployment on instead of being refused (RolloutInProgress)."""
+    ro.samples.set(healthy(), healthy())
+    args = ro.run_args(ro.command_config(), interval="1s")
+    digest = args[args.index("--digest") + 1]
+    orphan = ro.dn.ledger("deployer").start_deployment(digest, ro.service, ENV, 50)
+
+    state = ok(ro.cli(*args))
+
+    assert state["deployment_id"] == orphan and state["phase"] == "completed"
+    assert len(ro.history("deployed")) == 1
+
+
+def test_rollout_run_does_not_take_over_another_accounts_rollout(ro):
+    ro.samples.set(healthy(), healthy())
+    args = ro.run_args(ro.command_config(), interval="1s")
+    digest = args[args.index("--digest") + 1]
+    ro.dn.as_("admin", "role", "grant", "DEPLOYER", ro.dn.address("responder"))
+    other = ro.dn.ledger("responder").start_deployment(digest, ro.service, ENV, 50)
+
+    result = ro.cli(*args)
+
+    assert result.code == 3, result.err
+    assert f"deployment {other} is still rolling out" in result.err
+    assert not (ro.state_dir / f"{other}.json").exists()
+
+
 def test_rollout_fails_closed_when_samples_cannot_be_fetched(ro):
     ro.samples.set(healthy(), None)  # the canary's samples are missing: the command exits 1
 
