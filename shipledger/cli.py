@@ -716,6 +716,15 @@ def _sync_index(index, ledger, args, confirmations: int = 0):
                           progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
+def index_source(args):
+    """Where an index sync reads: the node and the suite of the address book, checked without web3."""
+    from shipledger._internal.book import load_address_book
+    from shipledger.index import Endpoint
+
+    book = load_address_book(book_path(args))
+    return Endpoint.connect(rpc_url(args, book), book)
+
+
 def synced_index(args, ledger=None):
     """The index at args.db, synced with the chain first unless args.no_sync."""
     from shipledger.index import DEFAULT_DB, Index
@@ -724,7 +733,7 @@ def synced_index(args, ledger=None):
     if getattr(args, "no_sync", False):
         return index
     try:
-        _sync_index(index, ledger or open_ledger(args, need_signer=False), args, getattr(args, "confirmations", 0) or 0)
+        _sync_index(index, ledger or index_source(args), args, getattr(args, "confirmations", 0) or 0)
     except BaseException:
         index.close()
         raise
@@ -736,10 +745,10 @@ def cmd_index_sync(args) -> int:
 
     from shipledger.index import DEFAULT_DB, Index
 
-    ledger = open_ledger(args, need_signer=False)
+    source = index_source(args)
     index = Index.open(args.db or DEFAULT_DB)
     try:
-        result = _sync_index(index, ledger, args, args.confirmations)
+        result = _sync_index(index, source, args, args.confirmations)
         checkpoint = index.meta().get("checkpoint_block")
         total = index.db.execute("SELECT count(*) FROM events").fetchone()[0]
     finally:
@@ -959,7 +968,7 @@ def cmd_export(args) -> int:
 
 def cmd_verify_export(args) -> int:
     from shipledger import export
-    from shipledger.client import load_address_book
+    from shipledger._internal.book import load_address_book
 
     if not Path(args.file).is_file():
         raise UsageError(f"{args.file} is not a file")

@@ -17,12 +17,14 @@ from web3 import Web3
 from web3._utils.events import get_event_data
 
 from shipledger._internal import artifacts
+from shipledger._internal.book import load_address_book
 from shipledger._internal.chain import TxSender, call, connect, raise_decoded
 from shipledger._internal.revert import canonical_type
 from shipledger._internal.gatecall import decode_gate_result, encode_gate_call
 from shipledger._internal.names import check_name, format_digest, parse_digest
 from shipledger.errors import AddressBookError, ConnectionFailed, NoSigner, UsageError
 from shipledger.models import (
+    EVENT_KINDS,
     Artifact,
     ArtifactSpec,
     Decision,
@@ -59,30 +61,6 @@ VOTE_TYPES = {
         {"name": "nonce", "type": "uint256"},
         {"name": "deadline", "type": "uint256"},
     ],
-}
-EVENT_KINDS = {
-    "OrganisationAdded": "organisation-added",
-    "MemberAdded": "member-added",
-    "MemberRemoved": "member-removed",
-    "ApproverSlotAssigned": "approver-slot",
-    "RoleGranted": "role-granted",
-    "RoleRevoked": "role-revoked",
-    "ArtifactRegistered": "registered",
-    "ArtifactRevoked": "revoked",
-    "PolicySet": "policy-set",
-    "ArtifactApproved": "approved",
-    "ArtifactRejected": "rejected",
-    "VoteWithdrawn": "withdrawn",
-    "DeploymentStarted": "deployed",
-    "DeploymentPromoted": "promoted",
-    "CanaryAnalysisRecorded": "canary-verdict",
-    "DeploymentCompleted": "completed",
-    "DeploymentFailed": "failed",
-    "DeploymentRolledBack": "rolled-back",
-    "IncidentOpened": "incident-opened",
-    "IncidentAcknowledged": "incident-acknowledged",
-    "IncidentMitigated": "incident-mitigated",
-    "IncidentResolved": "incident-resolved",
 }
 
 
@@ -126,27 +104,6 @@ def _json_value(value):
     if isinstance(value, Mapping):
         return {k: _json_value(v) for k, v in value.items()}
     return value
-
-
-def load_address_book(deployment: str | Path | dict) -> dict:
-    """Read and check the shape of an address book written by `suite deploy`."""
-    if isinstance(deployment, dict):
-        book = deployment
-    else:
-        path = Path(deployment)
-        try:
-            book = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise AddressBookError(f"address book {path} does not exist; deploy the suite or pass --deployment") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise AddressBookError(f"address book {path} is not readable JSON: {exc}") from None
-    try:
-        int(book["chain_id"])
-        for name in artifacts.SUITE:
-            Web3.to_checksum_address(book["contracts"][name]["address"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise AddressBookError(f"address book is malformed (missing or bad {exc})") from None
-    return book
 
 
 def sign_approval(

@@ -234,7 +234,7 @@ def _names_problems(record: dict, args: dict) -> list[str]:
 def check_record(record: dict, receipt: dict | None, header: dict | None, suite: dict[str, str] | None = None) -> list[str]:
     """Every way one record differs from the chain; [] when it matches. `suite` maps lower-case
     addresses to contract names (from an address book) to also flag logs of other contracts."""
-    from shipledger.client import EVENT_KINDS
+    from shipledger.models import EVENT_KINDS
 
     problems = _shape_problems(record)
     if problems:

@@ -166,3 +166,30 @@ class HistoryEvent:
     service: str
     environment: str
     fields: dict
+
+
+# The kind of each event of the suite, as history, the index and exports name it.
+EVENT_KINDS = {
+    "OrganisationAdded": "organisation-added",
+    "MemberAdded": "member-added",
+    "MemberRemoved": "member-removed",
+    "ApproverSlotAssigned": "approver-slot",
+    "RoleGranted": "role-granted",
+    "RoleRevoked": "role-revoked",
+    "ArtifactRegistered": "registered",
+    "ArtifactRevoked": "revoked",
+    "PolicySet": "policy-set",
+    "ArtifactApproved": "approved",
+    "ArtifactRejected": "rejected",
+    "VoteWithdrawn": "withdrawn",
+    "DeploymentStarted": "deployed",
+    "DeploymentPromoted": "promoted",
+    "CanaryAnalysisRecorded": "canary-verdict",
+    "DeploymentCompleted": "completed",
+    "DeploymentFailed": "failed",
+    "DeploymentRolledBack": "rolled-back",
+    "IncidentOpened": "incident-opened",
+    "IncidentAcknowledged": "incident-acknowledged",
+    "IncidentMitigated": "incident-mitigated",
+    "IncidentResolved": "incident-resolved",
+}

@@ -30,7 +30,7 @@ TRACE_INDEXES = (
 class Step:
     """One line of the chain of custody."""
 
-    kind: str  # the event kind (see client.EVENT_KINDS), or "restored" for a rollback that made it live again
+    kind: str  # the event kind (see models.EVENT_KINDS), or "restored" for a rollback that made it live again
     block_number: int
     log_index: int
     tx_hash: str
