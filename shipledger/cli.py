@@ -1320,7 +1320,14 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, name):
             setattr(args, name, default)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows up here rather than at exit, where it can still be handled
+        return code
+    except BrokenPipeError:
+        # The reader went away (`shipledger history --json | head`): nothing is wrong with the command.
+        # Point stdout at /dev/null so Python's own flush at exit does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except ShipledgerError as exc:
         print(f"shipledger: {exc}", file=sys.stderr)
         return exc.exit_code

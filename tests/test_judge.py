@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import subprocess
 from fractions import Fraction
 
 import numpy as np
@@ -17,7 +19,7 @@ from scipy.optimize import brentq
 
 from shipledger import judge as J
 from shipledger.errors import UsageError
-from support import fails, run
+from support import CLI, fails, run
 
 HYPOTHESIS = settings(max_examples=150, deadline=None)
 
@@ -530,6 +532,18 @@ def test_cli_canary_judge_pass_and_fail(tmp_path, files):
     assert document["reason"].startswith("critical metric errors failed: canary event rate is higher")
     human = run(["canary", "judge", "--baseline", baseline, "--canary", sick, "--config", cfg], cwd=tmp_path)
     assert human.code == 3 and "score 0.00: FAIL" in human.out and "errors" in human.out and "High !" in human.out
+
+
+def test_cli_output_to_a_reader_that_went_away_is_not_an_error(tmp_path, files):
+    """`shipledger ... --json | head -c 1`: the pipe closes before the command writes."""
+    samples = files("b.json", {"latency": gauss(1, 100, 10)})
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read
+    proc = subprocess.run([*CLI, "canary", "judge", "--baseline", samples, "--canary", samples, "--json"],
+                          cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
 
 
 def test_cli_canary_judge_marginal_exits_3(tmp_path, files):
