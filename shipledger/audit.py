@@ -60,15 +60,19 @@ class AuditReport:
         return not self.findings
 
 
-def audit(index, ledger, *, service: str | None = None, environment: str | None = None,
+def audit(index, source, *, service: str | None = None, environment: str | None = None,
           full: bool = False, sample: int = DEFAULT_SAMPLE) -> AuditReport:
-    """Every check; `index` is a synced shipledger.index.Index, `ledger` a connected Ledger."""
+    """Every check; `index` is a synced shipledger.index.Index, `source` the node and suite to check
+    against (an index Endpoint or a connected Ledger)."""
+    from shipledger.index import Endpoint
+
+    endpoint = Endpoint.of(source)
     replay = RuleReplay()
     replay.run(index.db, service)
     findings = [f for f in replay.findings
                 if (service is None or f.service == service) and (environment is None or f.environment == environment)]
-    url = ledger.w3.provider.endpoint_uri
-    suite = {"ReleaseRegistry": ledger.registry.address, "DeploymentLedger": ledger.ledger.address}
+    url = endpoint.url
+    suite = {"ReleaseRegistry": endpoint.registry, "DeploymentLedger": endpoint.ledger}
     findings += check_code(url, suite)
     index_findings, blocks_checked = check_index(index.db, url, suite, full=full, sample=sample)
     findings += index_findings

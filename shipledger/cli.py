@@ -703,16 +703,16 @@ def index_args(parser) -> None:
     parser.add_argument("--no-sync", action="store_true", help="read the index as it is, without syncing it first")
 
 
-def _sync_index(index, ledger, args, confirmations: int = 0):
+def _sync_index(index, source, args, confirmations: int = 0):
     """Sync with a progress bar on a terminal (never with --json)."""
     if getattr(args, "json", False) or not sys.stderr.isatty():
-        return index.sync(ledger, confirmations=confirmations)
+        return index.sync(source, confirmations=confirmations)
     from rich.console import Console
     from rich.progress import Progress
 
     with Progress(transient=True, console=Console(stderr=True)) as bar:  # stdout is for the command's output
         task = bar.add_task("indexing blocks", total=None)
-        return index.sync(ledger, confirmations=confirmations,
+        return index.sync(source, confirmations=confirmations,
                           progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
@@ -725,15 +725,16 @@ def index_source(args):
     return Endpoint.connect(rpc_url(args, book), book)
 
 
-def synced_index(args, ledger=None):
-    """The index at args.db, synced with the chain first unless args.no_sync."""
+def synced_index(args, source=None):
+    """The index at args.db, synced first unless args.no_sync from `source` (an index Endpoint or a
+    connected Ledger; by default the address book's, see index_source)."""
     from shipledger.index import DEFAULT_DB, Index
 
     index = Index.open(getattr(args, "db", None) or DEFAULT_DB)
     if getattr(args, "no_sync", False):
         return index
     try:
-        _sync_index(index, ledger or index_source(args), args, getattr(args, "confirmations", 0) or 0)
+        _sync_index(index, source or index_source(args), args, getattr(args, "confirmations", 0) or 0)
     except BaseException:
         index.close()
         raise
@@ -795,10 +796,10 @@ def cmd_audit(args) -> int:
     for kind, value in (("service", args.service), ("environment", args.env)):
         if value is not None:
             check_name(kind, value)
-    ledger = open_ledger(args, need_signer=False)
-    index = synced_index(args, ledger)
+    source = index_source(args)
+    index = synced_index(args, source)
     try:
-        report = audit(index, ledger, service=args.service, environment=args.env, full=args.full)
+        report = audit(index, source, service=args.service, environment=args.env, full=args.full)
     finally:
         index.close()
     summary = report.summary
