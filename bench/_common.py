@@ -24,7 +24,7 @@ SHIPLEDGER = str(VENV_BIN / "shipledger") if (VENV_BIN / "shipledger").exists() 
 
 
 def free_port() -> int:
-    from shipledger._internal.devnet import free_port as _free_port
+    from shipledger.network.devnet import free_port as _free_port
 
     return _free_port()
 

@@ -106,7 +106,7 @@ def main() -> int:
     parser.add_argument("--importtime", action="store_true", help="print the import-time top 10 even under the target")
     opts = parser.parse_args()
 
-    from shipledger._internal.devnet import find_foundry_tool
+    from shipledger.network.devnet import find_foundry_tool
 
     cast = find_foundry_tool("cast")
     header("gate: `shipledger gate --json` vs `cast call gate(...)`")

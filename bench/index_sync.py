@@ -101,7 +101,7 @@ def build_chain(node, book_path: Path, events: int) -> dict:
     from eth_abi import encode as abi_encode
     from eth_account import Account
 
-    from shipledger._internal.devnet import dev_private_keys
+    from shipledger.network.devnet import dev_private_keys
     from shipledger.client import REGISTER_BATCH_ARGS, REGISTER_BATCH_SELECTOR, Ledger
 
     keys = dev_private_keys(8)
@@ -189,7 +189,7 @@ def build_chain(node, book_path: Path, events: int) -> dict:
 def chain_with_events(events: int, rebuild: bool = False):
     """A running anvil holding the bench chain of `events` events, from the cache in bench/out/ or
     built now (and cached). Yields (node, book path, manifest); stops anvil afterwards."""
-    from shipledger._internal.devnet import Anvil
+    from shipledger.network.devnet import Anvil
 
     cache = OUT / f"events-{events}"
     state, book, manifest_path = cache / "state.json", cache / "book.json", cache / "manifest.json"
@@ -211,7 +211,7 @@ def chain_with_events(events: int, rebuild: bool = False):
     started = time.perf_counter()
     node = Anvil.start(extra_args=("--load-state", str(state)))
     try:
-        from shipledger._internal.devnet import rpc_call
+        from shipledger.network.devnet import rpc_call
 
         # --load-state returns before big states are in; wait until the head is back.
         while int(rpc_call(node.url, "eth_blockNumber", timeout=60), 16) < manifest["head_block"]:
@@ -265,7 +265,7 @@ def main() -> int:
     opts = parser.parse_args()
 
     from shipledger.client import Ledger
-    from shipledger.index import Index
+    from shipledger.compliance.index import Index
 
     header(f"index sync: Index.sync from zero vs eth_getLogs + web3 decoding ({opts.events} events)")
     with chain_with_events(opts.events, opts.rebuild) as (node, book, manifest):

@@ -6,7 +6,7 @@ once into a temp dir (that time is index_sync.py's subject), then for many rando
 one process, warm (a first trace and history are not timed: trace creates its lookup indexes):
 
 | question                                | shipledger (index)                      | peer (logs)
-| trace ARTIFACT --service S              | shipledger.trace.trace(db, digest, S)   | registry logs with topic1 = digest, DeploymentStarted with topic2 = digest, the lifecycle logs of those deployment ids (topic1), every IncidentOpened decoded to find the ones naming them
+| trace ARTIFACT --service S              | shipledger.compliance.trace.trace(db, digest, S)   | registry logs with topic1 = digest, DeploymentStarted with topic2 = digest, the lifecycle logs of those deployment ids (topic1), every IncidentOpened decoded to find the ones naming them
 | history --digest D                      | Index.history(digest=D)                 | the same logs without the incidents
 | history --digest D --approver A         | Index.history(digest=D, approver=A)     | vote logs (approved, rejected, withdrawn) with topic1 = digest, decoded, filtered by approver (not indexed on chain)
 | history --approver A                    | Index.history(approver=A)               | every vote log, decoded, filtered by approver (fewer samples: each reads ~15,000 logs)
@@ -110,8 +110,8 @@ def main() -> int:
     opts = parser.parse_args()
 
     from shipledger.client import Ledger
-    from shipledger.index import Index, digest_hex
-    from shipledger.trace import trace
+    from shipledger.compliance.index import Index, digest_hex
+    from shipledger.compliance.trace import trace
 
     header(f"queries: trace and history on the index vs scanning logs ({opts.events} events, {opts.queries} artifacts)")
     with chain_with_events(opts.events) as (node, book, manifest):

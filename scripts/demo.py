@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from shipledger import Ledger
-from shipledger._internal.devnet import devnet_up
+from shipledger.network.devnet import devnet_up
 from shipledger.digests import digest_path
 from shipledger.models import ArtifactSpec
 

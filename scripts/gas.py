@@ -25,7 +25,7 @@ from eth_account import Account  # noqa: E402
 from web3 import Web3  # noqa: E402
 
 from shipledger._internal import artifacts  # noqa: E402
-from shipledger._internal.devnet import Anvil, dev_private_keys  # noqa: E402
+from shipledger.network.devnet import Anvil, dev_private_keys  # noqa: E402
 
 SERVICE = "payments-api"
 STAGING, PROD = "staging", "prod"

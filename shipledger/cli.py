@@ -196,7 +196,7 @@ def cmd_gate(args) -> int:
 # ---------------------------------------------------------------------- devnet and suite
 
 def cmd_devnet_up(args) -> int:
-    from shipledger._internal.devnet import devnet_up
+    from shipledger.network.devnet import devnet_up
 
     say(args, "starting the devnet (anvil), deploying the suite and a demo consortium...")
     state = devnet_up(port=args.port)
@@ -207,7 +207,7 @@ def cmd_devnet_up(args) -> int:
 
 
 def cmd_devnet_down(args) -> int:
-    from shipledger._internal.devnet import devnet_down
+    from shipledger.network.devnet import devnet_down
 
     stopped = devnet_down()
     emit(args, {"stopped": stopped}, "devnet stopped" if stopped else "no devnet was running")
@@ -511,14 +511,14 @@ def cmd_incident(args) -> int:
     return EXIT_OK
 
 
-# `incident suspects` and `incident open --auto-suspect` (the ranking is shipledger/suspects.py)
+# `incident suspects` and `incident open --auto-suspect` (the ranking is shipledger/delivery/suspects.py)
 
 def _auto_suspects(args, ledger) -> list:
     """The deployments `incident open --auto-suspect` names, ranked as things stand now; says why."""
     import time
 
     from shipledger._internal.names import check_name
-    from shipledger.suspects import auto_suspects, current_suspects, load_dependencies
+    from shipledger.delivery.suspects import auto_suspects, current_suspects, load_dependencies
 
     check_name("service", args.service)
     check_name("environment", args.env)
@@ -543,7 +543,7 @@ def _auto_suspects(args, ledger) -> list:
 def cmd_incident_suspects(args) -> int:
     import datetime as dt
 
-    from shipledger.suspects import incident_suspects, load_dependencies
+    from shipledger.delivery.suspects import incident_suspects, load_dependencies
 
     dependencies = load_dependencies(args.deps)  # a bad config is a usage error before any sync
     index = synced_index(args)
@@ -651,7 +651,7 @@ def _history_filters(args) -> dict:
     """Index.history(...) arguments from the history filters, all checked before any sync."""
     from eth_utils import is_address
 
-    from shipledger.index import digest_hex, expand_kinds, parse_when
+    from shipledger.compliance.index import digest_hex, expand_kinds, parse_when
 
     if args.approver and not is_address(args.approver):
         raise UsageError(f"--approver {args.approver!r} is not an Ethereum address")
@@ -695,7 +695,7 @@ def cmd_history(args) -> int:
     return EXIT_OK
 
 
-# ---------------------------------------------------------------------- the index (shipledger/index.py)
+# ---------------------------------------------------------------------- the index (shipledger/compliance/index.py)
 
 def index_args(parser) -> None:
     """--db and --no-sync for every command that reads the index."""
@@ -719,7 +719,7 @@ def _sync_index(index, source, args, confirmations: int = 0):
 def index_source(args):
     """Where an index sync reads: the node and the suite of the address book, checked without web3."""
     from shipledger._internal.book import load_address_book
-    from shipledger.index import Endpoint
+    from shipledger.compliance.index import Endpoint
 
     book = load_address_book(book_path(args))
     return Endpoint.connect(rpc_url(args, book), book)
@@ -728,7 +728,7 @@ def index_source(args):
 def synced_index(args, source=None):
     """The index at args.db, synced first unless args.no_sync from `source` (an index Endpoint or a
     connected Ledger; by default the address book's, see index_source)."""
-    from shipledger.index import DEFAULT_DB, Index
+    from shipledger.compliance.index import DEFAULT_DB, Index
 
     index = Index.open(getattr(args, "db", None) or DEFAULT_DB)
     if getattr(args, "no_sync", False):
@@ -744,7 +744,7 @@ def synced_index(args, source=None):
 def cmd_index_sync(args) -> int:
     from dataclasses import asdict as as_dict
 
-    from shipledger.index import DEFAULT_DB, Index
+    from shipledger.compliance.index import DEFAULT_DB, Index
 
     source = index_source(args)
     index = Index.open(args.db or DEFAULT_DB)
@@ -762,14 +762,14 @@ def cmd_index_sync(args) -> int:
     return EXIT_OK
 
 
-# ---------------------------------------------------------------------- trace and audit (shipledger/trace.py, audit.py)
+# ---------------------------------------------------------------------- trace and audit (shipledger/compliance/trace.py, audit.py)
 
 def cmd_trace(args) -> int:
     import datetime as dt
 
     from shipledger._internal.names import check_name
-    from shipledger.index import digest_hex
-    from shipledger.trace import trace
+    from shipledger.compliance.index import digest_hex
+    from shipledger.compliance.trace import trace
 
     check_name("service", args.service)
     digest = digest_hex(artifact_digest(args))
@@ -791,7 +791,7 @@ def cmd_trace(args) -> int:
 
 def cmd_audit(args) -> int:
     from shipledger._internal.names import check_name
-    from shipledger.audit import audit
+    from shipledger.compliance.audit import audit
 
     for kind, value in (("service", args.service), ("environment", args.env)):
         if value is not None:
@@ -816,12 +816,12 @@ def cmd_audit(args) -> int:
     return EXIT_OK if report.clean else EXIT_DENIED
 
 
-# ---------------------------------------------------------------------- the canary judge (shipledger/judge.py)
+# ---------------------------------------------------------------------- the canary judge (shipledger/delivery/judge.py)
 
 def cmd_canary_judge(args) -> int:
     """Exit 0 only for a pass: a marginal verdict exits 3 like a fail, so a pipeline never goes on by
     accident; the JSON's verdict says which of the two it was. No chain is needed."""
-    from shipledger.judge import format_table, judge, load_config, load_samples
+    from shipledger.delivery.judge import format_table, judge, load_config, load_samples
 
     config = load_config(args.config) if args.config else None
     baseline, canary = load_samples(args.baseline), load_samples(args.canary)
@@ -833,7 +833,7 @@ def cmd_canary_judge(args) -> int:
     return EXIT_OK if judgement.verdict == "pass" else EXIT_DENIED
 
 
-# ---------------------------------------------------------------------- progressive delivery (shipledger/rollout.py)
+# ---------------------------------------------------------------------- progressive delivery (shipledger/delivery/rollout.py)
 
 def _progress_line(text: str) -> None:
     """The controller's one line per step and verdict, on stderr (stdout keeps --json's one document)."""
@@ -841,7 +841,7 @@ def _progress_line(text: str) -> None:
 
 
 def _rollout_done(args, state: dict, store) -> int:
-    from shipledger.rollout import exit_code, summary
+    from shipledger.delivery.rollout import exit_code, summary
 
     data = summary(state, store)
     reason = (data.get("reason") or "").removeprefix("aborted: ")  # the phase already says it
@@ -852,7 +852,7 @@ def _rollout_done(args, state: dict, store) -> int:
 
 
 def cmd_rollout(args) -> int:
-    from shipledger import rollout
+    from shipledger.delivery import rollout
     from shipledger._internal.names import check_name
 
     store = rollout.Store(args.state_dir)
@@ -881,7 +881,7 @@ def cmd_rollout(args) -> int:
 def cmd_canary_verify(args) -> int:
     """Exit 0 when the recomputed verdict matches the report and the chain; 3 on any mismatch. The
     chain is checked whenever an address book is at hand (and then must be reachable), unless --offline."""
-    from shipledger.rollout import verify
+    from shipledger.delivery.rollout import verify
 
     ledger, why = None, "--offline"
     if not args.offline:
@@ -926,7 +926,7 @@ def cmd_canary_record(args) -> int:
 
 
 def _rollout_status(args, store) -> int:
-    from shipledger.rollout import summary
+    from shipledger.delivery.rollout import summary
 
     states = [store.load(args.id)] if args.id else store.all()
     rows = [summary(s, store) for s in states]
@@ -954,7 +954,7 @@ def _output_path(text: str) -> Path:
 
 
 def cmd_export(args) -> int:
-    from shipledger import export
+    from shipledger.compliance import export
 
     filters = _history_filters(args)
     out = _output_path(args.out)
@@ -968,7 +968,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_verify_export(args) -> int:
-    from shipledger import export
+    from shipledger.compliance import export
     from shipledger._internal.book import load_address_book
 
     if not Path(args.file).is_file():
@@ -1008,7 +1008,7 @@ def cmd_verify_export(args) -> int:
 def _report_time(text: str | None, end: bool) -> int | None:
     import datetime as dt
 
-    from shipledger.index import parse_when
+    from shipledger.compliance.index import parse_when
 
     if not text:
         return None
@@ -1019,7 +1019,7 @@ def _report_time(text: str | None, end: bool) -> int | None:
 
 
 def cmd_report(args) -> int:
-    from shipledger import dora
+    from shipledger.compliance import dora
 
     if not args.out and not args.json:
         raise UsageError("report needs --out FILE.html (or --json for the numbers)")
@@ -1034,7 +1034,7 @@ def cmd_report(args) -> int:
     finally:
         index.close()
     if out is not None:
-        from shipledger import report
+        from shipledger.compliance import report
 
         report.write(metrics, out, {
             "chain": meta.get("chain_id"), "registry": meta.get("registry"), "ledger": meta.get("ledger"),

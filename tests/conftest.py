@@ -11,7 +11,7 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
 from shipledger._internal import artifacts
-from shipledger._internal.devnet import Anvil, dev_private_keys
+from shipledger.network.devnet import Anvil, dev_private_keys
 from shipledger._internal.revert import decode_revert
 from support import dn  # noqa: F401 - the per-module CLI devnet fixture, for every test module
 

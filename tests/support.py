@@ -21,7 +21,7 @@ import pytest
 from eth_account import Account
 
 from shipledger import ArtifactSpec, Ledger
-from shipledger._internal.devnet import free_port, rpc_call
+from shipledger.network.devnet import free_port, rpc_call
 
 ENV = "prod"
 CLI = [sys.executable, "-m", "shipledger.cli"]

@@ -1,7 +1,7 @@
 """The strict decoder of the suite's logs, for the checks that must not lean on the index's decoder.
 
 The audit and verify-export re-decode what the chain returns with eth_abi, from the committed ABIs,
-and compare it with what the index or an export holds. shipledger.index keeps its own fast decoder on
+and compare it with what the index or an export holds. shipledger.compliance.index keeps its own fast decoder on
 purpose: a re-check that used it would agree with it by construction.
 
 Values come out in the index's encoding (index-spec, "Value encoding"): addresses checksummed, bytes

@@ -43,7 +43,7 @@ from web3 import Web3
 from web3._utils.events import get_event_data
 
 from shipledger.errors import ContractRevert, ShipledgerError, UsageError
-from shipledger.metrics import MetricsError, Source, command_words, json_samples
+from shipledger.delivery.metrics import MetricsError, Source, command_words, json_samples
 from shipledger.models import Verdict
 
 STATE_FORMAT = 1
@@ -257,7 +257,7 @@ class Controller:
     """Drives one rollout from its state until it completes, pauses or is rolled back."""
 
     def __init__(self, ledger, store: Store, state: dict, log: Callable[[str], None] = lambda text: None):
-        from shipledger.judge import JudgeConfig
+        from shipledger.delivery.judge import JudgeConfig
 
         self.ledger = ledger
         self.store = store
@@ -325,7 +325,7 @@ class Controller:
         self._save(phase="judging")
 
     def _judge(self) -> None:
-        from shipledger.judge import JUDGE_VERSION, judge
+        from shipledger.delivery.judge import JUDGE_VERSION, judge
 
         pending = self.state["pending_report"]
         if pending is None:
@@ -500,7 +500,7 @@ class Controller:
 def start(ledger, store: Store, *, digest: str, artifact: str | None, service: str, env: str, steps: list[int],
           interval: int, config_path: str, traffic_cmd: str | None, severity: int, log: Callable[[str], None]) -> dict:
     """Check everything, start the deployment at steps[0] (the gate decides) and drive it."""
-    from shipledger.judge import load_config
+    from shipledger.delivery.judge import load_config
 
     config = load_config(config_path)
     check_window(config, Source.from_config(config.raw), interval)  # checked before anything is sent
@@ -626,7 +626,7 @@ def exit_code(state: dict) -> int:
 def verify(report_path: str | Path, ledger=None) -> dict:
     """Recompute a saved report's verdict and compare it with the saved result and, given a ledger,
     with the CanaryAnalysisRecorded event carrying the report's sha256. `match` is the answer."""
-    from shipledger.judge import JUDGE_VERSION, JudgeConfig, judge
+    from shipledger.delivery.judge import JUDGE_VERSION, JudgeConfig, judge
 
     path = Path(report_path)
     try:

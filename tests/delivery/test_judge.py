@@ -1,4 +1,4 @@
-"""The canary judge (shipledger/judge.py): the issue's hand-built cases, its statistics against SciPy and
+"""The canary judge (shipledger/delivery/judge.py): the issue's hand-built cases, its statistics against SciPy and
 brute force, Kayenta's scoring arithmetic, config and sample parsing, and the CLI. No devnet needed."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.optimize import brentq
 
-from shipledger import judge as J
+from shipledger.delivery import judge as J
 from shipledger.errors import UsageError
 from support import CLI, fails, run
 

@@ -28,7 +28,7 @@ from eth_account import Account
 from web3 import Web3
 
 from shipledger import ArtifactSpec, Ledger
-from shipledger._internal.devnet import free_port, rpc_call
+from shipledger.network.devnet import free_port, rpc_call
 from support import (
     CLI,
     ENV,

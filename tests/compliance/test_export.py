@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shipledger import export
+from shipledger.compliance import export
 from support import ENV, ok, unique
 
 FORMATS = ("jsonl", "csv")

@@ -267,7 +267,7 @@ def json_samples(samples: dict[str, list[float]]) -> dict[str, list[float | None
 def parse_samples(text: str) -> dict[str, list[float]]:
     """Samples in the judge's own formats (judge.load_samples reads them): JSON {"metric": [values]}
     or CSV `metric,value` rows."""
-    from shipledger.judge import load_samples
+    from shipledger.delivery.judge import load_samples
 
     with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="samples-") as handle:
         handle.write(text)

@@ -229,7 +229,7 @@ def _metric_config(item, index: int) -> MetricConfig:
     name = item["name"]
     where = f"metrics[{index}] ({name})"
     # A misspelt rule (`critcal: true`) silently ignored would pass canaries it should fail, so only
-    # the judge's keys and the metric sources' (`query`, `command`: see shipledger.metrics) are allowed.
+    # the judge's keys and the metric sources' (`query`, `command`: see shipledger.delivery.metrics) are allowed.
     _no_unknown(item, where, METRIC_KEYS)
     groups = item.get("groups", item.get("group", DEFAULT_GROUP))
     groups = [groups] if isinstance(groups, str) else groups

@@ -11,7 +11,7 @@ import pytest
 
 from shipledger._internal import artifacts
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EIP170_RUNTIME_LIMIT = 24_576  # bytes of deployed code
 EIP3860_INITCODE_LIMIT = 49_152  # bytes of creation code
 

@@ -10,7 +10,7 @@ import io
 import os
 import re
 
-from shipledger.dora import DoraReport, Summary
+from shipledger.compliance.dora import DoraReport, Summary
 
 MAX_ROWS = 300  # rows per table: a quarter of a busy service stays readable; the JSON has them all
 COLOURS = {"ok": "#2f6db5", "failure": "#d9822b", "reject": "#9a3b3b", "median": "#333333"}

@@ -62,9 +62,9 @@ class AuditReport:
 
 def audit(index, source, *, service: str | None = None, environment: str | None = None,
           full: bool = False, sample: int = DEFAULT_SAMPLE) -> AuditReport:
-    """Every check; `index` is a synced shipledger.index.Index, `source` the node and suite to check
+    """Every check; `index` is a synced shipledger.compliance.index.Index, `source` the node and suite to check
     against (an index Endpoint or a connected Ledger)."""
-    from shipledger.index import Endpoint
+    from shipledger.compliance.index import Endpoint
 
     endpoint = Endpoint.of(source)
     replay = RuleReplay()

@@ -23,10 +23,10 @@ from web3 import Web3
 
 from shipledger import ArtifactSpec, Ledger
 from shipledger._internal import artifacts
-from shipledger._internal.devnet import Anvil, dev_private_keys, rpc_call
+from shipledger.network.devnet import Anvil, dev_private_keys, rpc_call
 from support import digest_for, ok, run, unique
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOUR = 3600
 
 
@@ -276,8 +276,8 @@ def test_audit_finds_an_index_that_disagrees_with_the_chain(dn, story, db, tmp_p
 def test_replay_finds_rollbacks_promotions_completions_and_senders_the_rules_forbid(dn, story, db, tmp_path):
     """The real contracts cannot emit these histories, so a copy of the index is rewritten to say what a
     lying ledger would have said; the replay must object to each change and to nothing else."""
-    from shipledger.audit import RuleReplay
-    from shipledger.index import Index
+    from shipledger.compliance.audit import RuleReplay
+    from shipledger.compliance.index import Index
 
     rewritten = tmp_path / "rewritten.sqlite"
     shutil.copy(db, rewritten)

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from shipledger import ArtifactSpec, dora, report
-from shipledger._internal.devnet import rpc_call
+from shipledger import ArtifactSpec
+from shipledger.compliance import dora, report
+from shipledger.network.devnet import rpc_call
 from shipledger.models import HistoryEvent
 from support import digest_for, ok, unique
 

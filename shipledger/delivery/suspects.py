@@ -1,6 +1,6 @@
 """Incident suspects: which deployments may have caused an incident, ranked, each with its reasons.
 
-The ranking reads the index (shipledger.index) and nothing else; the scoring itself is pure functions
+The ranking reads the index (shipledger.compliance.index) and nothing else; the scoring itself is pure functions
 over index rows, so the same rows always give the same ranking and a test can check it exactly.
 
 How a deployment is scored (score = 100 x the product of the factors below; every factor is one
@@ -395,7 +395,7 @@ def incident_facts(db, incident_id: int) -> IncidentFacts | None:
 def incident_suspects(
     index, incident_id: int, *, dependencies: Mapping[str, Iterable[str]] | None = None, window: int = DEFAULT_WINDOW
 ) -> tuple[IncidentFacts, list[Suspect]]:
-    """The ranked suspects of a recorded incident, from a (synced) shipledger.index.Index."""
+    """The ranked suspects of a recorded incident, from a (synced) shipledger.compliance.index.Index."""
     incident = incident_facts(index.db, incident_id)
     if incident is None:
         raise UsageError(f"incident {incident_id} is not in the index: no such incident on this ledger (yet)")

@@ -1,4 +1,4 @@
-"""The index (shipledger/index.py): sync from a real devnet into a real SQLite file, decoded record
+"""The index (shipledger/compliance/index.py): sync from a real devnet into a real SQLite file, decoded record
 tables, chunks that follow the node's limits, confirmations, crashes, a devnet restarted under the
 index, the history filters of the CLI, and the binding to one suite.
 
@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shipledger import ArtifactSpec, Ledger
-from shipledger._internal.devnet import Anvil, dev_private_keys, free_port, rpc_call
+from shipledger.network.devnet import Anvil, dev_private_keys, free_port, rpc_call
 from shipledger.client import REGISTER_BATCH_SELECTOR
-from shipledger.index import Index, IndexMismatch, event_types, record_tables, snake_case
+from shipledger.compliance.index import Index, IndexMismatch, event_types, record_tables, snake_case
 from support import ENV, digest_for, fails, ok, unique
 
 OWN_CHAIN_ID = 4242
@@ -296,7 +296,7 @@ def test_sync_crash_in_a_chunk_commits_nothing_of_it(dn, tmp_path):
     script = f"""
 import os, signal, sqlite3
 from shipledger import Ledger
-from shipledger.index import Index
+from shipledger.compliance.index import Index
 index = Index.open({str(db)!r})
 chunks = []
 def trace(sql):

@@ -11,7 +11,7 @@ import pytest
 from support import ENV, fails, ok, unique
 
 from shipledger.errors import UsageError
-from shipledger.suspects import (
+from shipledger.delivery.suspects import (
     AUTO_SUSPECT_FLOOR,
     IncidentFacts,
     Moment,

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from shipledger._internal.devnet import free_port, rpc_call
+from shipledger.network.devnet import free_port, rpc_call
 from support import CLI, ENV, clean_env, fails, ok, unique
 
 INTERVAL = "2s"
@@ -377,7 +377,7 @@ def test_rollout_run_sick_canary_rolls_back_opens_incident_and_verifies(dn, tmp_
 
 
 def test_prometheus_source_fetches_query_range_and_reports_promql_errors(prometheus):
-    from shipledger.metrics import MetricsError, Source
+    from shipledger.delivery.metrics import MetricsError, Source
 
     prom, _ = prometheus
     config = {"source": {"prometheus": prom.url, "step": "250ms"},
@@ -592,7 +592,7 @@ def test_rollout_fails_closed_when_samples_cannot_be_fetched(ro):
 
 
 def test_prometheus_source_unreachable_is_a_metrics_error():
-    from shipledger.metrics import MetricsError, Source
+    from shipledger.delivery.metrics import MetricsError, Source
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens: the controller pauses on this, as above
     source = Source.from_config({"source": {"prometheus": url, "timeout": "2s"},
@@ -641,7 +641,7 @@ BAD_INPUTS = [  # each a subprocess: a few, one per kind of check
 ])
 def test_source_from_config_names_what_is_wrong(source, metrics, needles):
     from shipledger.errors import UsageError
-    from shipledger.metrics import Source
+    from shipledger.delivery.metrics import Source
 
     with pytest.raises(UsageError) as caught:
         Source.from_config({"source": source, "metrics": metrics})
@@ -666,7 +666,7 @@ def test_rollout_run_checks_inputs_before_sending_anything(ro):
 
 
 def test_command_source_runs_per_metric_with_placeholders_and_reads_csv(tmp_path):
-    from shipledger.metrics import MetricsError, Source, Window
+    from shipledger.delivery.metrics import MetricsError, Source, Window
 
     script = tmp_path / "emit.py"
     script.write_text("import sys\nscope, metric, start, end = sys.argv[1:]\n"
@@ -709,7 +709,7 @@ def test_canary_record_records_the_report_digest(dn, tmp_path):
 
 def test_parse_steps_wants_increasing_percentages_ending_at_100():
     from shipledger.errors import UsageError
-    from shipledger.rollout import parse_steps
+    from shipledger.delivery.rollout import parse_steps
 
     assert parse_steps("10,50,100") == [10, 50, 100] and parse_steps("100") == [100]
     for text, needle in (("10,50", "must end at 100"), ("0,100", "1 to 100"), ("50,50,100", "must increase"),
@@ -733,9 +733,9 @@ def test_rollout_run_the_gate_decides_the_start(ro):
 
 def test_check_window_wants_enough_prometheus_points_for_the_judge():
     from shipledger.errors import UsageError
-    from shipledger.judge import JudgeConfig
-    from shipledger.metrics import Source
-    from shipledger.rollout import check_window
+    from shipledger.delivery.judge import JudgeConfig
+    from shipledger.delivery.metrics import Source
+    from shipledger.delivery.rollout import check_window
 
     raw = {"source": {"prometheus": "http://127.0.0.1:9", "step": "10s"},
            "metrics": [{"name": "x", "query": {"baseline": "a", "canary": "b"}}]}
