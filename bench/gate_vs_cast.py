@@ -61,7 +61,7 @@ import sys, time
 t0 = time.perf_counter()
 import shipledger.cli as cli
 t1 = time.perf_counter()
-cli.build_parser()
+cli.build_parser("gate")
 t2 = time.perf_counter()
 import contextlib, io
 with contextlib.redirect_stdout(io.StringIO()):

@@ -1,7 +1,9 @@
-"""Names, digests and keys, with the standard library only (the gate's fast path imports this)."""
+"""Values as people type them: names, digests and durations, parsed in this one place for the CLI, the
+SDK and the config files; the standard library only (the gate's fast path imports this)."""
 
 from __future__ import annotations
 
+import math
 import re
 
 from shipledger.errors import UsageError
@@ -9,6 +11,8 @@ from shipledger.errors import UsageError
 MAX_NAME_LENGTH = 64  # Keys.MAX_NAME_LENGTH in the contracts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+/@:-]*$")
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
 def check_name(kind: str, value: str) -> str:
@@ -33,3 +37,21 @@ def format_digest(raw: bytes) -> str:
 def address_from_int(value: int) -> str:
     """The checksummed-free lower-case address held in a uint256 (the gate's RejectedBy detail)."""
     return "0x" + f"{value:040x}"[-40:]
+
+
+def parse_duration(value, what: str = "duration", *, positive: bool = False) -> float:
+    """'500ms', '90', '90s', '15m', '24h', '7d', '1w', or a number (from YAML/JSON) -> seconds.
+
+    positive: more than zero (a wait or a step); otherwise zero is allowed (a ttl of 0 is "forever")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UsageError(f"{what} {value!r} is not a duration like 500ms, 90s, 15m, 24h or 7d")
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip().lower())
+        if not match:
+            raise UsageError(f"{what} {value!r} is not a duration like 500ms, 90s, 15m, 24h or 7d")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    else:
+        seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0 or (positive and seconds == 0):
+        raise UsageError(f"{what} {value!r} must be {'more than zero' if positive else 'zero or more'}")
+    return seconds

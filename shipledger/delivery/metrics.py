@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shlex
 import string
 import subprocess
@@ -43,6 +42,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from shipledger._internal.names import parse_duration
 from shipledger.errors import ShipledgerError, UsageError
 
 SCOPES = ("baseline", "canary")
@@ -50,28 +50,10 @@ COMMAND_PLACEHOLDERS = {"scope", "metric", "start", "end", "step", "service", "e
 DEFAULT_STEP = 10.0
 DEFAULT_TIMEOUT = 10.0
 MAX_POINTS = 11_000  # Prometheus refuses a query_range with more points per series
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
 class MetricsError(ShipledgerError):
     """Samples could not be fetched: the analysis cannot be judged (and nothing is promoted)."""
-
-
-def seconds(value, what: str) -> float:
-    """'500ms', '1s', '2m', 30, 1.5 -> seconds (> 0)."""
-    if isinstance(value, bool):
-        raise UsageError(f"{what} {value!r} is not a duration like 500ms, 10s or 2m")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        match = _DURATION.match(str(value).strip().lower())
-        if not match:
-            raise UsageError(f"{what} {value!r} is not a duration like 500ms, 10s or 2m")
-        number = float(match.group(1)) * _UNITS[match.group(2)]
-    if not number > 0 or math.isinf(number):
-        raise UsageError(f"{what} {value!r} must be more than zero")
-    return number
 
 
 def command_words(template: str, allowed: set[str], what: str) -> list[str]:
@@ -138,11 +120,11 @@ class Source:
             raise UsageError(f"source: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
         if ("prometheus" in source) == ("command" in source):
             raise UsageError("source: give exactly one of `prometheus: URL` and `command: CMD`")
-        step = seconds(source.get("step", DEFAULT_STEP), "source.step")
-        lookback = seconds(source["lookback"], "source.lookback") if "lookback" in source else None
+        step = parse_duration(source.get("step", DEFAULT_STEP), "source.step", positive=True)
+        lookback = parse_duration(source["lookback"], "source.lookback", positive=True) if "lookback" in source else None
         if lookback is not None and lookback / step > MAX_POINTS:
             raise UsageError(f"source: lookback / step gives more than {MAX_POINTS} points per series; raise the step")
-        timeout = seconds(source.get("timeout", DEFAULT_TIMEOUT), "source.timeout")
+        timeout = parse_duration(source.get("timeout", DEFAULT_TIMEOUT), "source.timeout", positive=True)
         if "prometheus" in source:
             return PrometheusSource(raw, source["prometheus"], step, lookback, timeout)
         return CommandSource(raw, source["command"], step, lookback, timeout)

@@ -14,10 +14,11 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from shipledger._internal.rpc import quick_batch
+from shipledger.errors import ConnectionFailed
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEV_MNEMONIC = "test test test test test test test test test test test junk"  # anvil's default
@@ -51,14 +52,10 @@ def free_port() -> int:
 
 
 def rpc_call(url: str, method: str, params: list | None = None, timeout: float = 2.0):
-    """One JSON-RPC call with the standard library (no web3 import on fast paths)."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        reply = json.load(response)
-    if "error" in reply:
-        raise RuntimeError(f"{method}: {reply['error'].get('message', reply['error'])}")
-    return reply["result"]
+    """One JSON-RPC call with the standard library (no web3 import on fast paths); ConnectionFailed
+    when the node cannot be reached or answers with an error."""
+    [result] = quick_batch(url, [(method, params or [])], timeout=timeout)
+    return result
 
 
 def wait_for_rpc(url: str, timeout: float = 20.0, process: subprocess.Popen | None = None) -> int:
@@ -67,7 +64,7 @@ def wait_for_rpc(url: str, timeout: float = 20.0, process: subprocess.Popen | No
     while True:
         try:
             return int(rpc_call(url, "eth_chainId", timeout=1.0), 16)
-        except (OSError, urllib.error.URLError, RuntimeError):
+        except ConnectionFailed:
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"anvil exited with code {process.returncode} before answering on {url}")
             if time.monotonic() > deadline:
@@ -176,7 +173,7 @@ def running_devnet(state_dir: Path = STATE_DIR) -> dict | None:
         if int(rpc_call(state["rpc_url"], "eth_chainId"), 16) != state["chain_id"]:
             return None
         code = rpc_call(state["rpc_url"], "eth_getCode", [state["registry"], "latest"])
-    except (OSError, RuntimeError):
+    except ConnectionFailed:
         return None
     return state if code not in ("0x", "") else None
 
