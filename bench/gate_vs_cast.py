@@ -1,11 +1,14 @@
-"""`shipledger gate --json` vs `cast call ... gate(...)`: wall time of one gate check, process
-start to exit, measured side by side against the same devnet in the same run.
+"""`shipledger gate --json` vs native `cast`: wall time of one gate check, process start to exit,
+measured side by side against the same devnet in the same run, interleaved.
 
-Both ask the DeploymentLedger the same question; the shipledger CLI also checks the chain id and
-that the address book's contract has code (one batched JSON-RPC request), decodes the reason and
-prints JSON. Target: the CLI's median <= 4x cast's. Prints the ratio; never fails on time.
+Two peers: `cast block-number` (the floor of any JSON-RPC command-line tool: one call, no ABI) and
+`cast call ... gate(...)`, which asks the DeploymentLedger the same question. The shipledger CLI
+also checks the chain id and that the address book's contract has code (one batched JSON-RPC
+request), decodes the reason and prints JSON. Target: the CLI's median <= 3x `cast block-number`'s.
+Prints the ratios; never fails on time. The native cast binary is used (node_modules/.bin/cast is a
+node shim that adds ~150 ms).
 
-    .venv/bin/python bench/gate_vs_cast.py [--runs 20] [--importtime]
+    .venv/bin/python bench/gate_vs_cast.py [--runs 15] [--importtime]
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import sys
 from _common import SHIPLEDGER, devnet, header, median, ms, timed_run
 
 SERVICE, ENV = "bench", "prod"
-TARGET = 4.0
+TARGET = 3.0  # x the median of `cast block-number`
 
 
 def setup_release(state: dict) -> str:
@@ -73,7 +76,7 @@ print(t1 - t0, t2 - t1, (t3 - t2) - (t2 - t1), code)
 
 def phases(argv: list[str], cwd, env: dict, repeats: int = 7) -> dict[str, float]:
     """Median seconds of the gate's phases inside the process: importing shipledger.cli, building
-    the argparse parser (every subcommand, for one gate call), and the rest of main() (parse,
+    the argparse parser (the gate's group only), and the rest of main() (parse,
     address book, the JSON-RPC round trip, decode, print)."""
     rows = []
     for _ in range(repeats):
@@ -102,7 +105,7 @@ def modes() -> list[tuple[str, dict]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--importtime", action="store_true", help="print the import-time top 10 even under the target")
     opts = parser.parse_args()
 
@@ -117,6 +120,7 @@ def main() -> int:
         gate_argv = [SHIPLEDGER, "gate", "--digest", digest, "--service", SERVICE, "--env", ENV, "--json"]
         cast_argv = [cast, "call", ledger_address, "gate(bytes32,string,string)(uint8,uint256,uint256)",
                      "0x" + digest.removeprefix("sha256:"), SERVICE, ENV, "--rpc-url", state["rpc_url"]]
+        block_number_argv = [cast, "block-number", "--rpc-url", state["rpc_url"]]
         floor_argv = [sys.executable, "-c", "pass"]
         envs = modes()
         envs[0][1]["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
@@ -138,7 +142,7 @@ def main() -> int:
             raise RuntimeError(f"answers differ: shipledger {g.stdout.strip()!r}, cast {c.stdout.strip()!r}")
 
         # Interleaved, alternating order, so load from anything else on the machine hits all alike.
-        jobs = [("cast", cast_argv, envs[0][1])]
+        jobs = [("cast", cast_argv, envs[0][1]), ("cast block-number", block_number_argv, envs[0][1])]
         for label, env in envs:
             jobs += [(("gate", label), gate_argv, env), (("floor", label), floor_argv, env)]
         times: dict = {name: [] for name, _, _ in jobs}
@@ -149,20 +153,22 @@ def main() -> int:
         def line(label, values):
             print(f"   {label:34} median {ms(median(values)):>9}   (min {ms(min(values))}, max {ms(max(values))})")
 
-        cast_med = median(times["cast"])
+        cast_med, block_number_med = median(times["cast"]), median(times["cast block-number"])
         print(f"   answer: allowed={answer['allowed']} reason={answer['reason']} (cast: {c.stdout.split()[0]})")
         print(f"   runs: {opts.runs} of each, interleaved")
-        line("cast call", times["cast"])
+        line("cast block-number", times["cast block-number"])
+        line("cast call gate(...)", times["cast"])
         missed = []
         for label, env in envs:
             gate_med = median(times[("gate", label)])
-            ratio = gate_med / cast_med
+            ratio = gate_med / block_number_med
             print(f"   -- {label}")
             line("shipledger gate --json", times[("gate", label)])
             line("python -c pass (start-up floor)", times[("floor", label)])
-            print(f"   ratio shipledger/cast: {ratio:.2f}x   (target <= {TARGET:.0f}x: {'met' if ratio <= TARGET else 'MISSED'}"
-                  f"{'' if ratio <= TARGET else f', by {ratio / TARGET - 1:.0%}'})")
-            print(f"   ratio of the fastest runs: {min(times[('gate', label)]) / min(times['cast']):.2f}x"
+            print(f"   ratio shipledger/cast block-number: {ratio:.2f}x   (target <= {TARGET:.0f}x: "
+                  f"{'met' if ratio <= TARGET else 'MISSED'}{'' if ratio <= TARGET else f', by {ratio / TARGET - 1:.0%}'})")
+            print(f"   ratio shipledger/cast call: {gate_med / cast_med:.2f}x")
+            print(f"   ratio of the fastest runs (block-number): {min(times[('gate', label)]) / min(times['cast block-number']):.2f}x"
                   "   (less sensitive to other load on the machine)")
             if ratio > TARGET or opts.importtime:
                 missed.append((label, env))

@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
 from eth_account import Account  # noqa: E402
 from web3 import Web3  # noqa: E402
 
+from shipledger import Ledger  # noqa: E402
 from shipledger._internal import artifacts  # noqa: E402
 from shipledger.network.devnet import Anvil, dev_private_keys  # noqa: E402
 
@@ -51,8 +52,10 @@ class Suite:
         addresses = list(self.keys)
         (self.admin, self.registrar, self.deployer, self.responder,
          self.approver1, self.approver2, self.approver3, self.approver4, self.outsider) = addresses[:9]
-        self.registry = self._deploy("ReleaseRegistry", self.admin)
-        self.ledger = self._deploy("DeploymentLedger", self.registry.address)
+        deployed = Ledger.deploy_suite(w3.provider.endpoint_uri, Account.from_key(self.keys[self.admin]))  # the one deployment path
+        self.registry, self.ledger = (
+            w3.eth.contract(address=deployed.book["contracts"][name]["address"], abi=artifacts.load(name)["abi"])
+            for name in ("ReleaseRegistry", "DeploymentLedger"))
         fns = self.registry.functions
         for org in ("acme", "globex", "initech"):
             self.send(fns.addOrganisation(org), self.admin)
@@ -62,12 +65,6 @@ class Suite:
         for role, account in (("REGISTRAR_ROLE", self.registrar), ("DEPLOYER_ROLE", self.deployer),
                               ("RESPONDER_ROLE", self.responder)):
             self.send(fns.grantRole(Web3.keccak(text=role), account), self.admin)
-
-    def _deploy(self, name: str, *args):
-        artifact = artifacts.load(name)
-        factory = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-        receipt = self._wait(factory.constructor(*args).transact({"from": self.admin}))
-        return self.w3.eth.contract(address=receipt.contractAddress, abi=artifact["abi"])
 
     def _wait(self, tx_hash):
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, poll_latency=0.01)

@@ -1,4 +1,8 @@
-"""shipledger: an append-only, multi-party ledger for software releases on a permissioned EVM chain."""
+"""shipledger: an append-only, multi-party ledger for software releases on a permissioned EVM chain.
+
+The SDK users import: `Ledger` (client.py), the types it returns (models.py) and its errors
+(errors.py). Types and the client load on first use, so `shipledger gate` starts fast.
+"""
 
 from shipledger.errors import (
     AddressBookError,
@@ -10,19 +14,10 @@ from shipledger.errors import (
     TransactionTimeout,
     UsageError,
 )
-from shipledger.models import (
-    Artifact,
-    ArtifactSpec,
-    Deployment,
-    GateResult,
-    HistoryEvent,
-    Incident,
-    Policy,
-    SignedApproval,
-    TargetState,
-    TxReceipt,
-    Vote,
-)
+
+_MODELS = ("Artifact", "ArtifactSpec", "Deployment", "GateResult", "HistoryEvent", "Incident", "Policy",
+           "SignedApproval", "TargetState", "TxReceipt", "Vote")
+_CLIENT = ("Ledger", "sign_approval")
 
 __all__ = [
     "AddressBookError", "Artifact", "ArtifactSpec", "ConnectionFailed", "ContractRevert", "Denied",
@@ -33,9 +28,18 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # The client pulls in web3 (slow to import); load it on first use so `shipledger gate` stays fast.
-    if name in ("Ledger", "sign_approval"):
+    # models needs dataclasses (and so inspect, ~13 ms); the client pulls in web3 (over half a
+    # second). Both load on first use.
+    if name in _MODELS:
+        from shipledger import models
+
+        return getattr(models, name)
+    if name in _CLIENT:
         from shipledger import client
 
         return getattr(client, name)
     raise AttributeError(f"module 'shipledger' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -45,6 +45,7 @@ from shipledger.models import (
 REGISTER_BATCH_ARGS = "(bytes32,string,string,bytes32,uint64,bytes32,bytes32,string)[]"
 REGISTER_BATCH_SELECTOR = Web3.keccak(text=f"registerBatch({REGISTER_BATCH_ARGS})")[:4]
 ROLES = ("ADMIN", "REGISTRAR", "APPROVER", "DEPLOYER", "RESPONDER")
+LOG_RANGE = 5_000  # blocks per eth_getLogs call in Ledger.events
 BATCH_SIZE = 100  # artifacts per registerBatch transaction: ~5.3M gas, well under block limits
 VOTE_TYPES = {
     "EIP712Domain": [
@@ -596,6 +597,23 @@ class Ledger:
                 fields=_json_value(dict(decoded["args"])),
             ))
         return events
+
+    def events(self, name: str, *topics) -> list[dict]:
+        """Decoded `name` events of the suite whose indexed arguments match `topics` (32-byte values
+        after topic 0; None matches anything), each with its block_number. The range is read in
+        chunks of LOG_RANGE blocks, since consortium nodes refuse larger ones (Besu: 5,000)."""
+        ((topic0, (contract, abi_item)),) = self._event_abis([name]).items()
+        suite_name = "ReleaseRegistry" if contract is self.registry else "DeploymentLedger"
+        start = int(self.book["contracts"][suite_name].get("block", 0))
+        try:
+            head = self.w3.eth.block_number
+            logs = []
+            for first in range(start, head + 1, LOG_RANGE):
+                logs += self.w3.eth.get_logs({"address": contract.address, "fromBlock": first,
+                                              "toBlock": min(first + LOG_RANGE - 1, head), "topics": [topic0, *topics]})
+        except Exception as exc:  # noqa: BLE001
+            raise_decoded(exc)
+        return [dict(get_event_data(self.w3.codec, abi_item, log)["args"], block_number=log["blockNumber"]) for log in logs]
 
     def history(self, service: str | None = None, environment: str | None = None) -> list[HistoryEvent]:
         """Every event of the suite in chain order, with service and environment names filled in

@@ -5,21 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-
-class GateReason(IntEnum):
-    """Mirror of the contracts' GateReason; the numbers are part of the on-chain interface."""
-
-    ALLOWED = 0
-    UNKNOWN_ARTIFACT = 1
-    ARTIFACT_REVOKED = 2
-    NO_POLICY = 3
-    REJECTED_BY = 4
-    WAITING_PERIOD = 5
-    NOT_ENOUGH_APPROVALS = 6
-    APPROVALS_EXPIRED = 7
-    NOT_ENOUGH_ORGANISATIONS = 8
-    MISSING_PRIOR_ENVIRONMENT = 9
-    FROZEN_BY_INCIDENT = 10
+from shipledger._internal.gatecall import GateReason  # noqa: F401 (defined beside the gate decoder, public here)
 
 
 class Decision(IntEnum):

@@ -10,6 +10,7 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
+from shipledger import Ledger
 from shipledger._internal import artifacts
 from shipledger.network.devnet import Anvil, dev_private_keys
 from shipledger._internal.revert import decode_revert
@@ -69,12 +70,10 @@ class Suite:
         return [dict(e["args"]) for e in getattr(contract.events, name)().process_receipt(receipt)]
 
 
-def _deploy(w3: Web3, name: str, sender: str, *args):
-    artifact = artifacts.load(name)
-    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-    receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(*args).transact({"from": sender}))
-    assert receipt.status == 1
-    return w3.eth.contract(address=receipt.contractAddress, abi=artifact["abi"])
+def deployed_contracts(w3: Web3, book: dict) -> dict:
+    """web3 contracts of the suite an address book names."""
+    return {name: w3.eth.contract(address=entry["address"], abi=artifacts.load(name)["abi"])
+            for name, entry in book["contracts"].items()}
 
 
 @pytest.fixture(scope="session")
@@ -98,10 +97,11 @@ def actors() -> Actors:
 
 
 @pytest.fixture(scope="session")
-def suite_session(w3, actors) -> Suite:
+def suite_session(anvil, w3, actors) -> Suite:
     """The suite deployed once: three organisations, approvers 1..3 one per org, approver4 in org 1."""
-    registry = _deploy(w3, "ReleaseRegistry", actors.admin, actors.admin)
-    ledger = _deploy(w3, "DeploymentLedger", actors.admin, registry.address)
+    deployed = Ledger.deploy_suite(anvil.url, Account.from_key(actors.key(actors.admin)))  # the one deployment path
+    contracts = deployed_contracts(w3, deployed.book)
+    registry, ledger = contracts["ReleaseRegistry"], contracts["DeploymentLedger"]
     suite = Suite(w3=w3, registry=registry, ledger=ledger, actors=actors)
     fns = registry.functions
     for org_name in ("acme", "globex", "initech"):

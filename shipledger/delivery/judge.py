@@ -281,25 +281,9 @@ def _metric_config(item, index: int) -> MetricConfig:
 
 def load_config(path) -> JudgeConfig:
     """A config file, JSON (by a .json name or a leading '{') or YAML; UsageError when missing or invalid."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    else:
-        import yaml
+    from shipledger._internal.configs import load_document
 
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise UsageError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    data = load_document(path, "config")
     try:
         return JudgeConfig.from_dict(data)
     except UsageError as exc:

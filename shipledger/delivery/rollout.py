@@ -40,7 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from web3 import Web3
-from web3._utils.events import get_event_data
 
 from shipledger.errors import ContractRevert, ShipledgerError, UsageError
 from shipledger.delivery.metrics import MetricsError, Source, command_words, json_samples
@@ -217,20 +216,6 @@ def summary(state: dict, store: Store | None = None) -> dict:
 
 # ---------------------------------------------------------------------- chain look-ups
 
-def _event_logs(ledger, name: str, topics: list) -> list[dict]:
-    """Decoded `name` events of the DeploymentLedger matching the topics after topic 0."""
-    ((topic0, (_, abi_item)),) = ledger._event_abis([name]).items()
-    start = int(ledger.book["contracts"]["DeploymentLedger"].get("block", 0))
-    try:
-        logs = ledger.w3.eth.get_logs({"address": ledger.ledger.address, "fromBlock": start, "toBlock": "latest",
-                                       "topics": [topic0, *topics]})
-    except Exception as exc:  # noqa: BLE001
-        from shipledger._internal.chain import raise_decoded
-
-        raise_decoded(exc)
-    return [dict(get_event_data(ledger.w3.codec, abi_item, log)["args"], block_number=log["blockNumber"]) for log in logs]
-
-
 def _id_topic(value: int) -> bytes:
     return value.to_bytes(32, "big")
 
@@ -238,7 +223,7 @@ def _id_topic(value: int) -> bytes:
 def recorded_analyses(ledger, deployment_id: int | None = None) -> list[dict]:
     """CanaryAnalysisRecorded events (of one deployment, or all), with the digest as 'sha256:<hex>'."""
     topics = [_id_topic(deployment_id)] if deployment_id else []
-    events = _event_logs(ledger, "CanaryAnalysisRecorded", topics)
+    events = ledger.events("CanaryAnalysisRecorded", *topics)
     for event in events:
         event["reportDigest"] = "sha256:" + bytes(event["reportDigest"]).hex()
         event["verdict"] = Verdict(event["verdict"]).name.lower()
@@ -247,7 +232,7 @@ def recorded_analyses(ledger, deployment_id: int | None = None) -> list[dict]:
 
 def incidents_naming(ledger, deployment_id: int, service: str, env: str) -> list[int]:
     """Incidents opened for this service and environment that name the deployment as a suspect."""
-    events = _event_logs(ledger, "IncidentOpened", [None, Web3.keccak(text=service), Web3.keccak(text=env)])
+    events = ledger.events("IncidentOpened", None, Web3.keccak(text=service), Web3.keccak(text=env))
     return [e["id"] for e in events if deployment_id in e["suspects"]]
 
 
@@ -537,7 +522,7 @@ def _orphaned_start(ledger, store: Store, digest: str, service: str, env: str, f
     active = ledger.target_state(service, env).active
     if not active or store.state_path(active).exists() or ledger.deployment(active).percent != first_step:
         return None
-    (started,) = _event_logs(ledger, "DeploymentStarted", [_id_topic(active)])
+    (started,) = ledger.events("DeploymentStarted", _id_topic(active))
     ours = started["deployer"] == ledger.signer_address and bytes(started["digest"]) == parse_digest(digest)
     return active if ours else None
 

@@ -167,19 +167,14 @@ def load_dependencies(path: str | Path | None = None) -> dict[str, tuple[str, ..
     With no path, `.shipledger/dependencies.yaml` if it exists, else no dependencies. Names follow
     the ledger's rules for service names; a service depending on nothing may map to [] or nothing.
     """
-    import yaml
+    from shipledger._internal.configs import load_document
 
     if path is None:
         if not DEFAULT_DEPS.is_file():
             return {}
         path = DEFAULT_DEPS
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON: one parser for both
-    except OSError as exc:
-        raise UsageError(f"cannot read the dependency config {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not YAML or JSON: {str(exc).splitlines()[0]}") from None
+    data = load_document(path, "the dependency config")
     if data is None:
         return {}
     if not isinstance(data, Mapping):

@@ -290,7 +290,7 @@ def test_load_dependencies_yaml_json_and_errors(tmp_path):
     assert load_dependencies(tmp_path / "d.yaml") == {"web": ("api", "db"), "api": ()}
     assert load_dependencies(tmp_path / "d.json") == {"web": ("api",)}
     for text, needle in (("- web\n- api\n", "must map each service"), ("web: [api, 'bad name']\n", "service 'bad name'"),
-                         ("web: [api\n", "not YAML or JSON")):
+                         ("web: [api\n", "bad.yaml:2: not valid YAML")):
         (tmp_path / "bad.yaml").write_text(text)
         with pytest.raises(UsageError, match=re.escape(needle)):
             load_dependencies(tmp_path / "bad.yaml")
