@@ -67,7 +67,7 @@ _INPUT_ERRORS = {
     "EmptyTitle", "EmptyBatch", "InvalidDecision", "InvalidVerdict", "ZeroAddress",
 }
 
-GATE_SENTENCES = {
+GATE_SENTENCES = {  # in the order of the contracts' GateReason codes (models.GateReason; tests/test_layout.py checks)
     "allowed": "the gate allows it",
     "unknown_artifact": "the artifact is not registered for this service",
     "artifact_revoked": "the artifact has been revoked (quarantined)",
@@ -141,10 +141,8 @@ def _display(value):
 
 def gate_details(reason: str, detail_a: int, detail_b: int) -> dict:
     """The two numbers of a gate answer, named."""
-    from shipledger._internal.names import address_from_int  # small, stdlib only
-
     return {
-        "rejected_by": lambda: {"approver": address_from_int(detail_a)},
+        "rejected_by": lambda: {"approver": "0x" + f"{detail_a:040x}"[-40:]},  # the address in a uint256
         "waiting_period": lambda: {"ready_at": detail_a, "now": detail_b},
         "not_enough_approvals": lambda: {"have": detail_a, "need": detail_b},
         "approvals_expired": lambda: {"have": detail_a, "need": detail_b},
@@ -176,9 +174,7 @@ def revert_error(name: str, arguments: dict) -> ContractRevert:
     if name == "AccessControlUnauthorizedAccount":
         values["neededRole"] = role_name(arguments["neededRole"])
     if name == "GateDenied":
-        from shipledger.models import GateReason
-
-        reason = GateReason(arguments["reason"]).name.lower()
+        reason = list(GATE_SENTENCES)[arguments["reason"]]
         details = gate_details(reason, arguments["detailA"], arguments["detailB"])
         values["gate"] = gate_sentence(reason, details)
         arguments = {**arguments, "reason_name": reason, "details": details}

@@ -34,11 +34,6 @@ def format_digest(raw: bytes) -> str:
     return "sha256:" + bytes(raw).hex()
 
 
-def address_from_int(value: int) -> str:
-    """The checksummed-free lower-case address held in a uint256 (the gate's RejectedBy detail)."""
-    return "0x" + f"{value:040x}"[-40:]
-
-
 def parse_duration(value, what: str = "duration", *, positive: bool = False) -> float:
     """'500ms', '90', '90s', '15m', '24h', '7d', '1w', or a number (from YAML/JSON) -> seconds.
 
