@@ -26,7 +26,7 @@ from web3 import Web3  # noqa: E402
 
 from shipledger import Ledger  # noqa: E402
 from shipledger._internal import artifacts  # noqa: E402
-from shipledger.network.devnet import Anvil, dev_private_keys  # noqa: E402
+from shipledger.network.devnet import Anvil, dev_private_keys, seed_consortium  # noqa: E402
 
 SERVICE = "payments-api"
 STAGING, PROD = "staging", "prod"
@@ -56,15 +56,12 @@ class Suite:
         self.registry, self.ledger = (
             w3.eth.contract(address=deployed.book["contracts"][name]["address"], abi=artifacts.load(name)["abi"])
             for name in ("ReleaseRegistry", "DeploymentLedger"))
-        fns = self.registry.functions
-        for org in ("acme", "globex", "initech"):
-            self.send(fns.addOrganisation(org), self.admin)
-        for org, approver in ((1, self.approver1), (2, self.approver2), (3, self.approver3), (1, self.approver4)):
-            self.send(fns.addMember(org, approver), self.admin)
-            self.send(fns.grantRole(Web3.keccak(text="APPROVER_ROLE"), approver), self.admin)
-        for role, account in (("REGISTRAR_ROLE", self.registrar), ("DEPLOYER_ROLE", self.deployer),
-                              ("RESPONDER_ROLE", self.responder)):
-            self.send(fns.grantRole(Web3.keccak(text=role), account), self.admin)
+        seed_consortium(deployed, [
+            (self.approver1, "acme", ("APPROVER",)), (self.approver2, "globex", ("APPROVER",)),
+            (self.approver3, "initech", ("APPROVER",)), (self.approver4, "acme", ("APPROVER",)),
+            (self.registrar, None, ("REGISTRAR",)), (self.deployer, None, ("DEPLOYER",)),
+            (self.responder, None, ("RESPONDER",)),
+        ])
 
     def _wait(self, tx_hash):
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, poll_latency=0.01)

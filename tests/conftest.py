@@ -12,7 +12,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError
 
 from shipledger import Ledger
 from shipledger._internal import artifacts
-from shipledger.network.devnet import Anvil, dev_private_keys
+from shipledger.network.devnet import Anvil, dev_private_keys, seed_consortium
 from shipledger._internal.revert import decode_revert
 from support import dn  # noqa: F401 - the per-module CLI devnet fixture, for every test module
 
@@ -103,15 +103,12 @@ def suite_session(anvil, w3, actors) -> Suite:
     contracts = deployed_contracts(w3, deployed.book)
     registry, ledger = contracts["ReleaseRegistry"], contracts["DeploymentLedger"]
     suite = Suite(w3=w3, registry=registry, ledger=ledger, actors=actors)
-    fns = registry.functions
-    for org_name in ("acme", "globex", "initech"):
-        suite.transact(fns.addOrganisation(org_name), actors.admin)
-    for org, approver in ((1, actors.approver1), (2, actors.approver2), (3, actors.approver3), (1, actors.approver4)):
-        suite.transact(fns.addMember(org, approver), actors.admin)
-        suite.transact(fns.grantRole(Web3.keccak(text="APPROVER_ROLE"), approver), actors.admin)
-    for role, account in (("REGISTRAR_ROLE", actors.registrar), ("DEPLOYER_ROLE", actors.deployer),
-                          ("RESPONDER_ROLE", actors.responder)):
-        suite.transact(fns.grantRole(Web3.keccak(text=role), account), actors.admin)
+    seed_consortium(deployed, [
+        (actors.approver1, "acme", ("APPROVER",)), (actors.approver2, "globex", ("APPROVER",)),
+        (actors.approver3, "initech", ("APPROVER",)), (actors.approver4, "acme", ("APPROVER",)),
+        (actors.registrar, None, ("REGISTRAR",)), (actors.deployer, None, ("DEPLOYER",)),
+        (actors.responder, None, ("RESPONDER",)),
+    ])
     return suite
 
 
