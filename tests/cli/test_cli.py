@@ -272,9 +272,12 @@ def test_register_file_with_provenance_and_sbom(dn, files):
 
 
 def _manifest_digest(entries: list[tuple[str, bytes, bool]]) -> str:
-    """The documented directory digest: sha256 of '<sha256> <x|-> <posix path>\\n' lines sorted by path."""
-    lines = [f"{sha256_hex(content)} {'x' if executable else '-'} {path}\n" for path, content, executable in entries]
-    return "sha256:" + sha256_hex("".join(sorted(lines, key=lambda line: line.split(" ", 2)[2])).encode())
+    """The documented directory digest (v2): sha256 of the version line, then '<f|x> <sha256> <path>' per
+    file and 'd - <path>' per directory below the root, sorted by path (these names need no escaping)."""
+    directories = {parent for path, _, _ in entries for parent in map(str, Path(path).parents) if parent != "."}
+    lines = {d: f"d - {d}\n" for d in directories}
+    lines |= {path: f"{'x' if executable else 'f'} {sha256_hex(content)} {path}\n" for path, content, executable in entries}
+    return "sha256:" + sha256_hex(("shipledger-manifest v2\n" + "".join(lines[p] for p in sorted(lines))).encode())
 
 
 def test_register_directory_digest_is_deterministic(dn, tmp_path):
