@@ -12,9 +12,10 @@ Per metric, in order:
    with as many zeros as the other side has: Prometheus returns no series for an error counter that never
    fired, and Kayenta then passes a canary whose errors have no baseline to be compared with.
 2. Optional outlier removal (Kayenta's IQRDetector with reduceSensitivity): a sample is removed when it
-   lies outside [min(P1, Q1 - f*IQR), max(P99, Q3 + f*IQR)], f = 3.0 by default, percentiles estimated as
-   Apache Commons Math does (position p*(n+1)/100). Below 100 samples P1 and P99 are the extremes, so
-   nothing is removed: that is Kayenta's behaviour and it is kept.
+   lies outside [min(P1, Q1 - f*IQR), max(P99, Q3 + f*IQR)], f = 3.0 by default, percentiles by the R-7
+   definition (position 1 + (n-1)*p, numpy's "linear") that Kayenta asks Apache Commons Math for. Up to
+   101 samples P1 lies between the two smallest samples and P99 between the two largest, so a small
+   sample can lose its most extreme point on each side, never more than that one.
 3. No data on a side: Nodata, or NodataFailMetric for a `must_have_data` metric that is not critical; a
    critical metric with no data fails the canary (Kayenta marks that result critical).
 4. The location test (Kayenta's MannWhitneyClassifier): identical samples, or one value everywhere, Pass.
@@ -70,7 +71,7 @@ from pathlib import Path
 
 from shipledger.errors import UsageError
 
-JUDGE_VERSION = "shipledger-judge/1"  # recorded on chain with each verdict; bump on any rule change
+JUDGE_VERSION = "shipledger-judge/2"  # recorded on chain with each verdict; bump on any rule change
 
 PASS, HIGH, LOW, NODATA, NODATA_FAIL = "Pass", "High", "Low", "Nodata", "NodataFailMetric"
 DIRECTIONS = ("increase", "decrease", "either")
@@ -622,25 +623,24 @@ def rate_test(baseline, canary, confidence: float = 0.98) -> dict:
             "rate_ratio": estimate, "lower": lower, "upper": upper}
 
 
-def apache_percentile(sorted_values: list[float], p: float) -> float:
-    """Apache Commons Math's default percentile estimate (what Kayenta's StatUtils.percentile uses)."""
-    n = len(sorted_values)
-    position = p * (n + 1) / 100
-    if position < 1:
-        return sorted_values[0]
-    if position >= n:
-        return sorted_values[-1]
+def percentile(sorted_values: list[float], p: float) -> float:
+    """The p-th percentile by the R-7 definition (numpy's "linear"): position (n - 1) * p / 100 counted
+    from 0, interpolated between its neighbours. Kayenta's DescriptiveStatistics.percentile asks Apache
+    Commons Math for this estimate (EstimationType.R_7), not for the library's default."""
+    position = (len(sorted_values) - 1) * p / 100
     whole = math.floor(position)
-    lower, upper = sorted_values[whole - 1], sorted_values[whole]
+    if whole + 1 >= len(sorted_values):
+        return sorted_values[-1]
+    lower, upper = sorted_values[whole], sorted_values[whole + 1]
     return lower + (position - whole) * (upper - lower)
 
 
 def outlier_fences(values, factor: float = 3.0) -> tuple[float, float]:
     """Kayenta's IQRDetector(factor, reduceSensitivity=true): the wider of Tukey's fences and P1/P99."""
     data = sorted(values)
-    q1, q3 = apache_percentile(data, 25), apache_percentile(data, 75)
+    q1, q3 = percentile(data, 25), percentile(data, 75)
     iqr = q3 - q1
-    return min(apache_percentile(data, 1), q1 - factor * iqr), max(apache_percentile(data, 99), q3 + factor * iqr)
+    return min(percentile(data, 1), q1 - factor * iqr), max(percentile(data, 99), q3 + factor * iqr)
 
 
 def remove_outliers(values: list[float], factor: float = 3.0) -> list[float]:

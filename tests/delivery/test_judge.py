@@ -8,6 +8,7 @@ import math
 import os
 import random
 import subprocess
+from collections import Counter
 from fractions import Fraction
 
 import numpy as np
@@ -210,6 +211,24 @@ def test_judge_nan_replace_fills_a_missing_side_with_zeros():
     assert only(J.judge({}, {"errors": [1.0] * 20}, config({"name": "errors"}))).classification == J.NODATA
 
 
+def numpy_fences(values, factor=3.0):
+    """Kayenta's IQRDetector(factor, reduceSensitivity=true) on numpy's R-7 ("linear") percentiles: the wider of
+    Tukey's fences and P1/P99."""
+    q1, q3, p1, p99 = np.percentile(values, [25, 75, 1, 99], method="linear")
+    return min(p1, q1 - factor * (q3 - q1)), max(p99, q3 + factor * (q3 - q1))
+
+
+def outside(values, factor=3.0) -> list[float]:
+    low, high = numpy_fences(values, factor)
+    return sorted(v for v in values if not low <= v <= high)
+
+
+def removed(values, factor=3.0) -> list[float]:
+    kept = J.remove_outliers(list(values), factor)
+    assert kept == [v for v in values if v in kept]  # the order of what is kept is unchanged
+    return sorted((Counter(values) - Counter(kept)).elements())
+
+
 def test_judge_outlier_removal():
     rng = random.Random(11)
     baseline = [rng.gauss(100, 5) for _ in range(300)]
@@ -217,21 +236,38 @@ def test_judge_outlier_removal():
     spec = {"name": "m", "outliers": {"remove": True}}
     metric = only(J.judge({"m": baseline}, {"m": canary}, config(spec)))
     assert metric.details["canary_outliers_removed"] == 3 and metric.details["canary"]["max"] < 200
-    # the fences, independently: the wider of Tukey's (factor 3) and P1/P99, as Kayenta's IQRDetector
-    q1, q3, p1, p99 = np.percentile(baseline, [25, 75, 1, 99], method="weibull")
-    low, high = min(p1, q1 - 3 * (q3 - q1)), max(p99, q3 + 3 * (q3 - q1))
-    assert metric.details["baseline_outliers_removed"] == sum(1 for v in baseline if not low <= v <= high)
-    # 200 samples: P99 falls between the two largest spikes, so Kayenta keeps one of them
-    assert len(J.remove_outliers(canary[100:], 3.0)) == 198
-    # below 100 samples P1 and P99 are the extremes: Kayenta removes nothing
-    assert J.remove_outliers([1.0] * 50 + [1000.0], 3.0) == [1.0] * 50 + [1000.0]
+    assert metric.details["baseline_outliers_removed"] == len(outside(baseline))
+    # 200 samples: P99 lies between the two smallest spikes, so the fence keeps the smallest of them
+    assert removed(canary[100:]) == outside(canary[100:]) == [7000.0, 9000.0]
 
 
-@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=300), st.sampled_from([1, 25, 50, 75, 99]))
+def test_outlier_fences_remove_one_far_point_from_a_small_sample():
+    # 51 samples: P99 is halfway between the last two, 500.5; the old p*(n+1) position made it 1000
+    spike = [1.0] * 50 + [1000.0]
+    assert J.outlier_fences(spike) == pytest.approx(numpy_fences(spike))
+    assert removed(spike) == outside(spike) == [1000.0]
+    # one far point on each side of 20 ordinary ones, and only those two
+    both = [-500.0, *map(float, range(10, 30)), 600.0]
+    assert removed(both) == outside(both) == [-500.0, 600.0]
+    # two points far out on one side: P99 lies between them and the fence keeps the smaller
+    pair = [1.0] * 30 + [1000.0, 1001.0]
+    assert removed(pair) == outside(pair) == [1001.0]
+    # a point inside Tukey's fence stays
+    near = [*map(float, range(1, 21)), 25.0]
+    assert removed(near) == outside(near) == []
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=300), st.floats(0, 100))
 @HYPOTHESIS
-def test_apache_percentile_matches_numpy_weibull(values, p):
+def test_percentile_matches_numpy_linear(values, p):
     data = sorted(values)
-    assert J.apache_percentile(data, p) == pytest.approx(np.percentile(data, p, method="weibull"), rel=1e-9, abs=1e-6)
+    assert J.percentile(data, p) == pytest.approx(np.percentile(data, p, method="linear"), rel=1e-9, abs=1e-6)
+
+
+@given(st.lists(st.integers(-50, 50).map(float), min_size=1, max_size=120), st.sampled_from([1.5, 3.0]))
+@HYPOTHESIS
+def test_remove_outliers_matches_numpy_fences(values, factor):
+    assert removed(values, factor) == outside(values, factor)
 
 
 # ============================================================================ the numbers, independently
