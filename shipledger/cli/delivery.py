@@ -72,8 +72,9 @@ def cmd_rollout(args) -> int:
 
 
 def cmd_canary_verify(args) -> int:
-    """Exit 0 when the recomputed verdict matches the report and the chain; 3 on any mismatch. The
-    chain is checked whenever an address book is at hand (and then must be reachable), unless --offline."""
+    """Exit 0 when the recomputed verdict matches the report and the chain; 3 on any mismatch; 1 when
+    the report was judged by another judge version, which cannot be recomputed here. The chain is
+    checked whenever an address book is at hand (and then must be reachable), unless --offline."""
     from shipledger.delivery.rollout import verify
 
     ledger, why = None, "--offline"
@@ -147,7 +148,7 @@ def add_commands(parsers) -> None:
     p.add_argument("--canary", required=True, metavar="FILE", help="canary samples, same formats")
     p.add_argument("--config", metavar="FILE", help="judge config (YAML or JSON); default: every metric, direction either")
     p = command("verify", cmd_canary_verify, "recompute a rollout report's verdict and check it against the one on chain; "
-                "exit 0 match, 3 mismatch", canary)
+                "exit 0 match, 3 mismatch, 1 judged by another judge version (cannot recompute)", canary)
     p.add_argument("report", metavar="REPORT", help="a report saved by `rollout run` (.shipledger/rollouts/<id>/step-*.json)")
     p.add_argument("--offline", action="store_true", help="only recompute; do not look for the verdict on chain")
     p = command("record", cmd_canary_record, "record a canary verdict on chain with its report's digest (DEPLOYER)", canary)

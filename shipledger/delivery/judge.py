@@ -12,9 +12,10 @@ Per metric, in order:
    with as many zeros as the other side has: Prometheus returns no series for an error counter that never
    fired, and Kayenta then passes a canary whose errors have no baseline to be compared with.
 2. Optional outlier removal (Kayenta's IQRDetector with reduceSensitivity): a sample is removed when it
-   lies outside [min(P1, Q1 - f*IQR), max(P99, Q3 + f*IQR)], f = 3.0 by default, percentiles estimated as
-   Apache Commons Math does (position p*(n+1)/100). Below 100 samples P1 and P99 are the extremes, so
-   nothing is removed: that is Kayenta's behaviour and it is kept.
+   lies outside [min(P1, Q1 - f*IQR), max(P99, Q3 + f*IQR)], f = 3.0 by default, percentiles by the R-7
+   definition (position 1 + (n-1)*p, numpy's "linear") that Kayenta asks Apache Commons Math for. Up to
+   101 samples P1 lies between the two smallest samples and P99 between the two largest, so a small
+   sample can lose its most extreme point on each side, never more than that one.
 3. No data on a side: Nodata, or NodataFailMetric for a `must_have_data` metric that is not critical; a
    critical metric with no data fails the canary (Kayenta marks that result critical).
 4. The location test (Kayenta's MannWhitneyClassifier): identical samples, or one value everywhere, Pass.
@@ -25,7 +26,15 @@ Per metric, in order:
    whole interval lies above the tolerance band +-tolerance*|estimate| (0.25) and the effect size reaches
    `allowed_increase`; Low mirrors it with `allowed_decrease`; `direction` says which of the two count.
    A NaN effect size (a mean of 0) skips the effect size check, as Kayenta's documentation says.
-   The p-value of the test is reported but, as in Kayenta, decides nothing.
+   The interval's ends are differences, so on heavily tied data an end can fall exactly on the band's
+   edge: sparse counts, mostly 0, give the interval [0, 0] and an estimate, so a band, of 0 even when the
+   canary has events four times as often. The interval cannot say whether the edge itself is a plausible
+   shift; the rank-sum test of the canary shifted by the edge can: when it rejects that shift at
+   `confidence` (two-sided) with the canary above the baseline, the interval counts as above the band
+   (below, mirrored). At the usual edge 0 this is the test's reported p-value. That makes the rule
+   "High when the test rejects every shift from the smallest difference up to the band", whereas
+   Kayenta's answer at an edge depends on which side of it its root finder stops (tolerance 1e-4).
+   Otherwise the p-value decides nothing, as in Kayenta.
 5. The spread test (new; kayenta#780): a canary whose spread blew up while its median stayed put passes
    a location test. When the location test passes, the absolute deviations from each side's own median
    are compared with a one-sided Mann-Whitney test (a rank form of the Brown-Forsythe test for equal
@@ -33,10 +42,12 @@ Per metric, in order:
    of the location interval, 0.01 by default) and the canary's mean absolute deviation is at least
    `max_ratio` (1.5) times the baseline's. Spread that shrank is never a failure.
 6. The rate test (new, `test: rate`; kayenta#426): for sparse event counts that are mostly zero the
-   location shift is 0 whatever happens, so Mann-Whitney passes a canary that errs where the baseline
-   never does. Samples are read as event counts per interval (e.g. PromQL `increase(errors[1m])`); the
-   totals (rounded to whole events) are compared with the exact conditional test for two Poisson rates:
-   given N events in all, the canary's share is Binomial(N, n_c/(n_c+n_b)) when both rates are equal.
+   shift and its interval are 0 whatever happens, so Mann-Whitney is left with the rank test at the edge
+   (rule 4), which sees in how many intervals each side had events more than how many events there were
+   (and Kayenta's answer depends on its root finder). Samples are read as event counts per interval
+   (e.g. PromQL `increase(errors[1m])`); the totals (rounded to whole events) are compared with the
+   exact conditional test for two Poisson rates: given N events in all, the canary's share is
+   Binomial(N, n_c/(n_c+n_b)) when both rates are equal.
    High when the one-sided p-value is below (1 - confidence)/2 and the rate ratio reaches
    `allowed_increase`; Low mirrors it. lower/upper/estimate are then the rate ratio and its exact
    (Clopper-Pearson) interval, not a shift.
@@ -70,7 +81,7 @@ from pathlib import Path
 
 from shipledger.errors import UsageError
 
-JUDGE_VERSION = "shipledger-judge/1"  # recorded on chain with each verdict; bump on any rule change
+JUDGE_VERSION = "shipledger-judge/2"  # recorded on chain with each verdict; bump on any rule change
 
 PASS, HIGH, LOW, NODATA, NODATA_FAIL = "Pass", "High", "Low", "Nodata", "NodataFailMetric"
 DIRECTIONS = ("increase", "decrease", "either")
@@ -432,13 +443,21 @@ def _upper_tail_normal(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
-def mann_whitney_p(baseline, canary) -> float:
-    """Two-sided p-value of the rank-sum test, normal approximation with tie and continuity corrections
-    (SciPy's mannwhitneyu(method='asymptotic')). Kayenta computes it and decides nothing with it."""
-    centred, sigma = _rank_sum_z(list(canary), list(baseline))
+def rank_test(baseline, canary, shift: float = 0.0) -> tuple[float, int]:
+    """(two-sided p-value, side) of the rank-sum test of "the shift canary - baseline is `shift`": the
+    canary minus the shift ranked with the baseline, normal approximation with tie and continuity
+    corrections (SciPy's mannwhitneyu(method='asymptotic')). side is +1 when the shifted canary ranks
+    above the baseline, -1 below, 0 neither."""
+    centred, sigma = _rank_sum_z([c - shift for c in canary], list(baseline))
+    side = (centred > 0) - (centred < 0)
     if sigma == 0:
-        return 1.0
-    return min(1.0, 2 * _upper_tail_normal((abs(centred) - 0.5) / sigma))
+        return 1.0, side
+    return min(1.0, 2 * _upper_tail_normal((abs(centred) - 0.5) / sigma)), side
+
+
+def mann_whitney_p(baseline, canary) -> float:
+    """Two-sided p-value of the rank-sum test at shift 0, the one Kayenta computes and decides nothing with."""
+    return rank_test(baseline, canary)[0]
 
 
 def shift_interval(baseline, canary, confidence: float = 0.98) -> tuple[float, float]:
@@ -606,25 +625,24 @@ def rate_test(baseline, canary, confidence: float = 0.98) -> dict:
             "rate_ratio": estimate, "lower": lower, "upper": upper}
 
 
-def apache_percentile(sorted_values: list[float], p: float) -> float:
-    """Apache Commons Math's default percentile estimate (what Kayenta's StatUtils.percentile uses)."""
-    n = len(sorted_values)
-    position = p * (n + 1) / 100
-    if position < 1:
-        return sorted_values[0]
-    if position >= n:
-        return sorted_values[-1]
+def percentile(sorted_values: list[float], p: float) -> float:
+    """The p-th percentile by the R-7 definition (numpy's "linear"): position (n - 1) * p / 100 counted
+    from 0, interpolated between its neighbours. Kayenta's DescriptiveStatistics.percentile asks Apache
+    Commons Math for this estimate (EstimationType.R_7), not for the library's default."""
+    position = (len(sorted_values) - 1) * p / 100
     whole = math.floor(position)
-    lower, upper = sorted_values[whole - 1], sorted_values[whole]
+    if whole + 1 >= len(sorted_values):
+        return sorted_values[-1]
+    lower, upper = sorted_values[whole], sorted_values[whole + 1]
     return lower + (position - whole) * (upper - lower)
 
 
 def outlier_fences(values, factor: float = 3.0) -> tuple[float, float]:
     """Kayenta's IQRDetector(factor, reduceSensitivity=true): the wider of Tukey's fences and P1/P99."""
     data = sorted(values)
-    q1, q3 = apache_percentile(data, 25), apache_percentile(data, 75)
+    q1, q3 = percentile(data, 25), percentile(data, 75)
     iqr = q3 - q1
-    return min(apache_percentile(data, 1), q1 - factor * iqr), max(apache_percentile(data, 99), q3 + factor * iqr)
+    return min(percentile(data, 1), q1 - factor * iqr), max(percentile(data, 99), q3 + factor * iqr)
 
 
 def remove_outliers(values: list[float], factor: float = 3.0) -> list[float]:
@@ -800,15 +818,39 @@ def _location_classify(spec, config, baseline, canary, effect, details) -> tuple
     level = f"{config.confidence:.0%}"
     interval = f"the {level} interval [{_fmt(lower)}, {_fmt(upper)}] for the shift"
     effect_text = f"{'mean ratio' if spec.effect_measure == 'meanRatio' else 'CLES'} {_fmt(effect)}"
-    if spec.direction in ("increase", "either") and lower > band:
+    alpha = 1 - config.confidence
+
+    def beyond(end: float, edge: float, side: int) -> str:
+        """Why the interval is outside the band on `side` (+1 above, -1 below): its end lies past the band's
+        edge, or on it with the edge rejected (below); '' when it is not."""
+        word = "above" if side > 0 else "below"
+        if (end > edge) if side > 0 else (end < edge):
+            return f"{interval} lies {word} the tolerance band +-{_fmt(band)}"
+        if end != edge:
+            return ""
+        # The interval's ends are differences canary - baseline. On heavily tied data (counts that are
+        # mostly 0) an end can fall exactly on the band's edge: typically [0, 0], the estimate and so the
+        # band 0, while the canary's non-zero share is several times the baseline's. Whether the edge
+        # itself is a plausible shift is then more than the interval can say; the rank-sum test of the
+        # canary shifted by the edge can, at the same confidence. (Kayenta's answer there depends on which
+        # side of the edge its root finder stops, within 1e-4.)
+        p, towards = rank_test(baseline, canary, edge)
+        details["edge_test"] = {"shift": edge + 0.0, "p_value": p, "alpha": alpha}  # + 0.0 turns -0.0 into 0.0
+        if p < alpha and towards == side:
+            return (f"{interval} ends on the edge of the tolerance band +-{_fmt(band)}, and the rank-sum test "
+                    f"rejects a shift of {_fmt(edge + 0.0)} with the canary {word} (p={_fmt(p)} < {_fmt(alpha)})")
+        return ""
+
+    high, low = beyond(lower, band, 1), beyond(upper, -band, -1)
+    if spec.direction in ("increase", "either") and high:
         if _effect_ok(effect, spec.allowed_increase, higher=True):
             details["failed_test"] = "location"
-            return HIGH, f"canary is higher: {interval} lies above the tolerance band +-{_fmt(band)}; {effect_text}", numbers
-    if spec.direction in ("decrease", "either") and upper < -band:
+            return HIGH, f"canary is higher: {high}; {effect_text}", numbers
+    if spec.direction in ("decrease", "either") and low:
         if _effect_ok(effect, spec.allowed_decrease, higher=False):
             details["failed_test"] = "location"
-            return LOW, f"canary is lower: {interval} lies below the tolerance band +-{_fmt(band)}; {effect_text}", numbers
-    if lower > band or upper < -band:
+            return LOW, f"canary is lower: {low}; {effect_text}", numbers
+    if high or low:
         reason = f"{interval} is outside the band +-{_fmt(band)} but the direction ({spec.direction}) or the {effect_text} allows it"
     else:
         reason = f"no significant shift: {interval} reaches into the tolerance band +-{_fmt(band)}"

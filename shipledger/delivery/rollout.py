@@ -65,6 +65,11 @@ class TrafficError(RolloutError):
     """The traffic command failed or timed out."""
 
 
+class UnverifiableReport(ShipledgerError):
+    """`canary verify` cannot recompute a report that another judge version made: its rules differ, so
+    a recomputation proves nothing either way (exit 1, not a mismatch)."""
+
+
 # ---------------------------------------------------------------------- inputs
 
 def parse_steps(text: str) -> list[int]:
@@ -610,7 +615,8 @@ def exit_code(state: dict) -> int:
 
 def verify(report_path: str | Path, ledger=None) -> dict:
     """Recompute a saved report's verdict and compare it with the saved result and, given a ledger,
-    with the CanaryAnalysisRecorded event carrying the report's sha256. `match` is the answer."""
+    with the CanaryAnalysisRecorded event carrying the report's sha256. `match` is the answer.
+    UnverifiableReport when the report names another judge version than this one."""
     from shipledger.delivery.judge import JUDGE_VERSION, JudgeConfig, judge
 
     path = Path(report_path)
@@ -622,6 +628,13 @@ def verify(report_path: str | Path, ledger=None) -> dict:
         raise UsageError(f"report {path} is not readable JSON: {exc}") from None
     if not isinstance(report, dict) or report.get("kind") != REPORT_KIND:
         raise UsageError(f"{path} is not a shipledger canary report (kind {REPORT_KIND!r})")
+    judged_by = report.get("judge_version")
+    if judged_by != JUDGE_VERSION:
+        # Only this version's rules are here; recomputing with them would call a genuine report forged
+        # (or pass a forged one) whenever the rules changed the verdict.
+        named = f"was judged by {judged_by!r}" if judged_by else "names no judge version"
+        raise UnverifiableReport(f"cannot recompute {path}: it {named}, and this shipledger's judge is {JUDGE_VERSION!r}, "
+                                 "whose rules may classify the same samples differently; verify it with the release that judged it")
     try:
         config = JudgeConfig.from_dict(report["config"])
         baseline, canary, saved = report["baseline"], report["canary"], report["result"]
@@ -631,8 +644,6 @@ def verify(report_path: str | Path, ledger=None) -> dict:
     digest = sha256_file(path)
     recomputed = {"score": float(judgement.score), "verdict": judgement.verdict}
     problems = []
-    if report.get("judge_version") != JUDGE_VERSION:
-        problems.append(f"the report was judged by {report.get('judge_version')!r}, this is {JUDGE_VERSION!r}")
     if saved.get("verdict") != recomputed["verdict"] or not _same_score(saved.get("score"), recomputed["score"]):
         problems.append(f"recomputed {recomputed['verdict']} (score {recomputed['score']:.2f}) but the report says "
                         f"{saved.get('verdict')} (score {saved.get('score')})")

@@ -8,6 +8,7 @@ import math
 import os
 import random
 import subprocess
+from collections import Counter
 from fractions import Fraction
 
 import numpy as np
@@ -120,10 +121,14 @@ def test_judge_all_zero_baseline_with_errors_in_the_canary_fails():
     assert metric.details["rate"]["canary_events"] == 12 and metric.details["rate"]["baseline_events"] == 0
     assert metric.details["rate"]["p_greater"] == pytest.approx(0.5 ** 12)
     assert metric.estimate == math.inf and metric.lower > 1
-    # Kayenta's Mann-Whitney passes it (kayenta#426): the shift is 0 however often the canary errs.
-    kayenta = config({"name": "errors", "direction": "increase", "spread": False})
-    metric = only(J.judge({"errors": baseline}, {"errors": canary}, kayenta))
-    assert metric.classification == J.PASS and metric.estimate == 0.0
+    # Mann-Whitney alone: the shift is 0 however often the canary errs (kayenta#426), so the interval is
+    # [0, 0] on the band's edge, and the rank-sum test at 0 decides (Kayenta's answer hangs on its root finder)
+    ranks = config({"name": "errors", "direction": "increase", "spread": False})
+    metric = only(J.judge({"errors": baseline}, {"errors": canary}, ranks))
+    assert (metric.lower, metric.estimate, metric.upper) == (0.0, 0.0, 0.0)
+    p = stats.mannwhitneyu(canary, baseline, alternative="two-sided", method="asymptotic").pvalue
+    assert metric.details["edge_test"]["p_value"] == pytest.approx(p, rel=1e-9) and p < 0.02
+    assert metric.classification == J.HIGH and metric.details["failed_test"] == "location"
 
 
 def test_judge_rate_test_passes_equal_sparse_rates():
@@ -131,6 +136,68 @@ def test_judge_rate_test_passes_equal_sparse_rates():
     canary = [0.0] * 24 + [1, 2, 1, 1, 1, 1]
     metric = only(J.judge({"e": baseline}, {"e": canary}, config({"name": "e", "test": "rate"})))
     assert metric.classification == J.PASS and metric.lower < 1 < metric.upper
+
+
+def sparse(zeros: int, events: int) -> list[float]:
+    """Event counts per interval: `zeros` intervals without any, `events` intervals with 1 to 3."""
+    return [0.0] * zeros + [float(1 + i % 3) for i in range(events)]
+
+
+def test_judge_sparse_counts_whose_interval_is_0_follow_the_rank_test():
+    # issue 14: 210 intervals a side, the canary has events in 64 of them, the baseline in 17
+    baseline, canary = sparse(193, 17), sparse(146, 64)
+    p = stats.mannwhitneyu(canary, baseline, alternative="two-sided", method="asymptotic").pvalue
+    assert p < 1e-6
+    assert J.shift_interval(baseline, canary) == brute_force_interval(baseline, canary) == (0.0, 0.0)
+    assert J.hodges_lehmann(baseline, canary) == np.median(np.subtract.outer(canary, baseline)) == 0.0
+    assert accepted_shifts(baseline, canary) == []  # [0, 0] holds no plausible shift: 0 is a step point
+    for spread in (False, True):
+        metric = only(J.judge({"e": baseline}, {"e": canary}, config({"name": "e", "spread": spread})))
+        assert metric.classification == J.HIGH and metric.details["failed_test"] == "location"
+        assert metric.details["edge_test"]["p_value"] == pytest.approx(p, rel=1e-9)
+        assert metric.details["p_value"] == pytest.approx(p, rel=1e-9)
+    # the other way round it is Low, and a drop on a metric where only an increase is bad passes
+    assert only(J.judge({"e": canary}, {"e": baseline}, config({"name": "e", "spread": False}))).classification == J.LOW
+    dropped = only(J.judge({"e": canary}, {"e": baseline}, config({"name": "e", "direction": "increase"})))
+    assert dropped.classification == J.PASS and "outside the band" in dropped.reason
+
+
+def test_judge_sparse_counts_from_one_distribution_pass():
+    same = sparse(193, 17)
+    shuffled = random.Random(3).sample(same, len(same))
+    assert only(J.judge({"e": same}, {"e": shuffled})).classification == J.PASS
+    # three more intervals with events of 210: the interval is [0, 0] again but the test does not reject 0
+    near = sparse(190, 20)
+    assert J.shift_interval(same, near) == (0.0, 0.0)
+    assert stats.mannwhitneyu(near, same, method="asymptotic").pvalue > 0.02
+    assert only(J.judge({"e": same}, {"e": near})).classification == J.PASS
+    # draws from one sparse distribution: as often High or Low as the test's error rate allows, and
+    # exactly when the independent rule says so
+    rng = random.Random(5)
+    draw = lambda: [float(rng.choice([1, 2, 3])) if rng.random() < 0.15 else 0.0 for _ in range(210)]  # noqa: E731
+    classes = []
+    for _ in range(20):
+        baseline, canary = draw(), draw()
+        cfg = config({"name": "e", "spread": False})
+        classes.append(only(J.judge({"e": baseline}, {"e": canary}, cfg)).classification)
+        assert classes[-1] == rank_rule(baseline, canary)
+    assert classes.count(J.PASS) >= 18
+
+
+sparse_counts = st.builds(lambda zeros, events: [0.0] * zeros + events, st.integers(0, 60),
+                          st.lists(st.sampled_from([1.0, 2.0, 5.0]), max_size=25)).filter(bool)
+
+
+@given(sparse_counts, sparse_counts, st.sampled_from([0.9, 0.95, 0.98]), st.sampled_from([0.0, 0.25, 1.0]))
+@HYPOTHESIS
+def test_location_test_rejects_every_shift_up_to_the_band(baseline, canary, confidence, tolerance):
+    """The location rule with the edge case, restated without the interval: High when the rank-sum test
+    rejects every shift from the smallest difference up to the band (Low mirrored)."""
+    cfg = config({"name": "e", "spread": False}, judge={"confidence": confidence, "tolerance": tolerance, "min_samples": 1})
+    metric = only(J.judge({"e": baseline}, {"e": canary}, cfg))
+    assert metric.classification == rank_rule(baseline, canary, confidence, tolerance)
+    if len(set(baseline) | set(canary)) > 1:
+        assert (metric.lower, metric.upper) == brute_force_interval(baseline, canary, confidence)
 
 
 def test_judge_empty_data_is_nodata():
@@ -210,6 +277,24 @@ def test_judge_nan_replace_fills_a_missing_side_with_zeros():
     assert only(J.judge({}, {"errors": [1.0] * 20}, config({"name": "errors"}))).classification == J.NODATA
 
 
+def numpy_fences(values, factor=3.0):
+    """Kayenta's IQRDetector(factor, reduceSensitivity=true) on numpy's R-7 ("linear") percentiles: the wider of
+    Tukey's fences and P1/P99."""
+    q1, q3, p1, p99 = np.percentile(values, [25, 75, 1, 99], method="linear")
+    return min(p1, q1 - factor * (q3 - q1)), max(p99, q3 + factor * (q3 - q1))
+
+
+def outside(values, factor=3.0) -> list[float]:
+    low, high = numpy_fences(values, factor)
+    return sorted(v for v in values if not low <= v <= high)
+
+
+def removed(values, factor=3.0) -> list[float]:
+    kept = J.remove_outliers(list(values), factor)
+    assert kept == [v for v in values if v in kept]  # the order of what is kept is unchanged
+    return sorted((Counter(values) - Counter(kept)).elements())
+
+
 def test_judge_outlier_removal():
     rng = random.Random(11)
     baseline = [rng.gauss(100, 5) for _ in range(300)]
@@ -217,21 +302,38 @@ def test_judge_outlier_removal():
     spec = {"name": "m", "outliers": {"remove": True}}
     metric = only(J.judge({"m": baseline}, {"m": canary}, config(spec)))
     assert metric.details["canary_outliers_removed"] == 3 and metric.details["canary"]["max"] < 200
-    # the fences, independently: the wider of Tukey's (factor 3) and P1/P99, as Kayenta's IQRDetector
-    q1, q3, p1, p99 = np.percentile(baseline, [25, 75, 1, 99], method="weibull")
-    low, high = min(p1, q1 - 3 * (q3 - q1)), max(p99, q3 + 3 * (q3 - q1))
-    assert metric.details["baseline_outliers_removed"] == sum(1 for v in baseline if not low <= v <= high)
-    # 200 samples: P99 falls between the two largest spikes, so Kayenta keeps one of them
-    assert len(J.remove_outliers(canary[100:], 3.0)) == 198
-    # below 100 samples P1 and P99 are the extremes: Kayenta removes nothing
-    assert J.remove_outliers([1.0] * 50 + [1000.0], 3.0) == [1.0] * 50 + [1000.0]
+    assert metric.details["baseline_outliers_removed"] == len(outside(baseline))
+    # 200 samples: P99 lies between the two smallest spikes, so the fence keeps the smallest of them
+    assert removed(canary[100:]) == outside(canary[100:]) == [7000.0, 9000.0]
 
 
-@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=300), st.sampled_from([1, 25, 50, 75, 99]))
+def test_outlier_fences_remove_one_far_point_from_a_small_sample():
+    # 51 samples: P99 is halfway between the last two, 500.5; the old p*(n+1) position made it 1000
+    spike = [1.0] * 50 + [1000.0]
+    assert J.outlier_fences(spike) == pytest.approx(numpy_fences(spike))
+    assert removed(spike) == outside(spike) == [1000.0]
+    # one far point on each side of 20 ordinary ones, and only those two
+    both = [-500.0, *map(float, range(10, 30)), 600.0]
+    assert removed(both) == outside(both) == [-500.0, 600.0]
+    # two points far out on one side: P99 lies between them and the fence keeps the smaller
+    pair = [1.0] * 30 + [1000.0, 1001.0]
+    assert removed(pair) == outside(pair) == [1001.0]
+    # a point inside Tukey's fence stays
+    near = [*map(float, range(1, 21)), 25.0]
+    assert removed(near) == outside(near) == []
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=300), st.floats(0, 100))
 @HYPOTHESIS
-def test_apache_percentile_matches_numpy_weibull(values, p):
+def test_percentile_matches_numpy_linear(values, p):
     data = sorted(values)
-    assert J.apache_percentile(data, p) == pytest.approx(np.percentile(data, p, method="weibull"), rel=1e-9, abs=1e-6)
+    assert J.percentile(data, p) == pytest.approx(np.percentile(data, p, method="linear"), rel=1e-9, abs=1e-6)
+
+
+@given(st.lists(st.integers(-50, 50).map(float), min_size=1, max_size=120), st.sampled_from([1.5, 3.0]))
+@HYPOTHESIS
+def test_remove_outliers_matches_numpy_fences(values, factor):
+    assert removed(values, factor) == outside(values, factor)
 
 
 # ============================================================================ the numbers, independently
@@ -262,6 +364,63 @@ def kayenta_interval(baseline, canary, confidence=0.98):
     return root(-z), root(z)
 
 
+def rejects(baseline, canary, shift, side, confidence=0.98) -> bool:
+    """SciPy's one-sided rank-sum test of the canary shifted by `shift` rejects towards `side` (+1
+    canary higher, -1 lower) at the two-sided level 1 - confidence."""
+    shifted = np.asarray(canary, float) - shift
+    if len(set(shifted) | set(baseline)) == 1:
+        return False  # SciPy answers NaN: nothing to rank
+    alternative = "greater" if side > 0 else "less"
+    return stats.mannwhitneyu(shifted, baseline, alternative=alternative, method="asymptotic").pvalue < (1 - confidence) / 2
+
+
+def candidate_shifts(baseline, canary) -> list[float]:
+    """Every difference canary - baseline, the midpoints between neighbours and a point beyond each end:
+    the rank statistic only changes at the differences, so these are all the shifts there are."""
+    steps = sorted(set(np.subtract.outer(canary, baseline).ravel().tolist()))
+    middles = [(a + b) / 2 for a, b in zip(steps, steps[1:])]
+    return sorted([steps[0] - 1, *steps, *middles, steps[-1] + 1])
+
+
+def accepted_shifts(baseline, canary, confidence=0.98) -> list[float]:
+    """The candidate shifts the two-sided test does not reject: the confidence set, brute force."""
+    return [mu for mu in candidate_shifts(baseline, canary)
+            if not rejects(baseline, canary, mu, 1, confidence) and not rejects(baseline, canary, mu, -1, confidence)]
+
+
+def brute_force_interval(baseline, canary, confidence=0.98) -> tuple[float, float]:
+    """Kayenta's interval by brute force: its lower end is the first step after which the test no longer
+    rejects towards a higher canary (the smallest difference when it never did), its upper end mirrored."""
+    steps = sorted(set(np.subtract.outer(canary, baseline).ravel().tolist()))
+    after = lambda i: (steps[i] + steps[i + 1]) / 2 if i + 1 < len(steps) else steps[i] + 1  # noqa: E731
+    before = lambda i: (steps[i - 1] + steps[i]) / 2 if i > 0 else steps[i] - 1  # noqa: E731
+    if not rejects(baseline, canary, steps[0], 1, confidence):
+        lower = steps[0]
+    else:
+        lower = next((d for i, d in enumerate(steps) if not rejects(baseline, canary, after(i), 1, confidence)), steps[-1])
+    if not rejects(baseline, canary, steps[-1], -1, confidence):
+        upper = steps[-1]
+    else:
+        upper = next((d for i, d in reversed(list(enumerate(steps))) if not rejects(baseline, canary, before(i), -1, confidence)), steps[0])
+    return lower, upper
+
+
+def rank_rule(baseline, canary, confidence=0.98, tolerance=0.25) -> str:
+    """The location test's classification (direction either, the effect size at its default of 1.0),
+    from SciPy and numpy alone: High when every shift from the smallest difference up to the band
+    +-tolerance*|median difference| is rejected towards a higher canary. The rejection only grows as the
+    shift falls, so the test at the band's edge settles it; below the smallest difference nothing is left."""
+    differences = np.subtract.outer(canary, baseline).ravel()
+    band = tolerance * abs(float(np.median(differences)))
+    b, c = np.mean(baseline), np.mean(canary)
+    ratio = math.nan if b == 0 or c == 0 else c / b
+    if (differences.min() > band or rejects(baseline, canary, band, 1, confidence)) and not ratio < 1:
+        return J.HIGH
+    if (differences.max() < -band or rejects(baseline, canary, -band, -1, confidence)) and not ratio > 1:
+        return J.LOW
+    return J.PASS
+
+
 small_samples = st.lists(st.integers(0, 12).map(float), min_size=1, max_size=14)
 
 
@@ -273,6 +432,7 @@ def test_shift_interval_matches_kayenta_root_finding(baseline, canary, confidenc
     lower, upper = J.shift_interval(baseline, canary, confidence)
     expected = kayenta_interval(baseline, canary, confidence)
     assert lower == pytest.approx(expected[0], abs=1e-9) and upper == pytest.approx(expected[1], abs=1e-9)
+    assert (lower, upper) == brute_force_interval(baseline, canary, confidence)
     assert lower <= J.hodges_lehmann(baseline, canary) <= upper
 
 

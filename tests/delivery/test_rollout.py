@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from shipledger.network.devnet import free_port, rpc_call
-from support import CLI, ENV, clean_env, fails, ok, unique
+from support import CLI, ENV, clean_env, fails, ok, run, unique
 
 INTERVAL = "2s"
 
@@ -705,6 +705,31 @@ def test_canary_record_records_the_report_digest(dn, tmp_path):
     fails(dn.as_("outsider", "canary", "record", deployment_id, "--score", "50", "--verdict", "fail", "--report", report),
           3, "DEPLOYER")
     fails(dn.run("canary", "verify", report), 2, "is not readable JSON")
+
+
+def test_verify_cannot_recompute_a_report_of_another_judge_version(tmp_path):
+    from shipledger.delivery import judge as J
+    from shipledger.delivery.rollout import REPORT_KIND, UnverifiableReport, verify
+
+    config = {"metrics": [{"name": "latency", "direction": "increase"}]}
+    baseline, canary = {"latency": noisy(0.1)}, {"latency": noisy(0.1, seed=2)}
+    result = J.judge(baseline, canary, J.JudgeConfig.from_dict(config)).to_dict()
+    report = {"kind": REPORT_KIND, "format": 1, "judge_version": J.JUDGE_VERSION, "deployment_id": 7, "percent": 50,
+              "config": config, "baseline": baseline, "canary": canary, "result": result}
+    current = tmp_path / "current.json"
+    current.write_text(json.dumps(report))
+    assert verify(current)["match"] is True
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps({**report, "judge_version": "shipledger-judge/1"}))
+    with pytest.raises(UnverifiableReport) as caught:
+        verify(older)
+    assert caught.value.exit_code == 1
+    assert "'shipledger-judge/1'" in str(caught.value) and repr(J.JUDGE_VERSION) in str(caught.value)
+    fails(run(["canary", "verify", older, "--offline", "--json"], cwd=tmp_path), 1, "cannot recompute", "shipledger-judge/1")
+    unnamed = tmp_path / "unnamed.json"
+    unnamed.write_text(json.dumps({k: v for k, v in report.items() if k != "judge_version"}))
+    with pytest.raises(UnverifiableReport, match="names no judge version"):
+        verify(unnamed)
 
 
 def test_parse_steps_wants_increasing_percentages_ending_at_100():
