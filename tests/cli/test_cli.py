@@ -28,6 +28,7 @@ from eth_account import Account
 from web3 import Web3
 
 from shipledger import ArtifactSpec, Ledger
+from shipledger.errors import ConnectionFailed
 from shipledger.network.devnet import free_port, rpc_call
 from support import (
     CLI,
@@ -110,7 +111,7 @@ def test_devnet_down_stops_node_and_forgets_book(tmp_path):
         assert (tmp_path / info["deployment"]).is_file()
         assert ok(run(["devnet", "down", "--json"], cwd=tmp_path)) == {"stopped": True}
         assert not (tmp_path / info["deployment"]).exists()
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionFailed):
             rpc_call(info["rpc_url"], "eth_chainId", timeout=1)
         assert ok(run(["devnet", "down", "--json"], cwd=tmp_path)) == {"stopped": False}
     finally:
