@@ -5,13 +5,14 @@
 #   make build      compile contracts/*.sol into shipledger/artifacts/*.json
 #   make test       the test suite (installs the Debian packages its end-to-end tests drive)
 #   make gas        gas report (scripts/gas.py)
-#   make demo       the demo story (scripts/demo.py)
+#   make demo       the demo story (scripts/demo.py) on a devnet at PORT (default 8545)
 #   make ape-setup  optional Ape toolchain in .venv-ape (requirements-ape.lock); then use tools/ape
 #   make clean      remove caches and build outputs (not the venvs: `make distclean` does that)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 PYTHON ?= python3
+PORT ?= 8545
 VENV := .venv
 APE_VENV := .venv-ape
 NPM_STAMP := node_modules/.shipledger-npm-ci
@@ -59,7 +60,7 @@ gas: setup
 	$(VENV)/bin/python scripts/gas.py
 
 demo: setup
-	$(VENV)/bin/python scripts/demo.py
+	$(VENV)/bin/python scripts/demo.py --port $(PORT)
 
 ape-setup: setup $(APE_VENV)/.installed
 

@@ -12,6 +12,7 @@ stays up afterwards for the CLI to explore.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 from shipledger import Ledger
 from shipledger.network.devnet import devnet_up
 from shipledger.digests import digest_path
+from shipledger.errors import ShipledgerError
 from shipledger.models import ArtifactSpec
 
 ENV = "prod"
@@ -56,9 +58,17 @@ def fresh_service(registrar: Ledger) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="the shipledger demo on the embedded devnet")
+    parser.add_argument("--port", type=int, default=8545, help="the devnet's loopback port (make demo PORT=...)")
+    port = parser.parse_args().port
     started = time.monotonic()
-    chapter("Starting the devnet (anvil) with the shipledger suite and a three-organisation consortium")
-    state = devnet_up()
+    chapter(f"Starting the devnet (anvil) on port {port} with the shipledger suite and a three-organisation consortium")
+    try:
+        state = devnet_up(port=port)
+    except ShipledgerError as exc:  # port taken, a devnet on another port, no anvil: say so, no traceback
+        sys.exit(f"demo: {exc}")
+    if state["reused"]:
+        say("(the devnet already running on that port, reused)")
     url, book, accounts = state["rpc_url"], state["deployment"], state["accounts"]
     as_key = lambda part: Ledger.connect(url, book, signer=part["private_key"])  # noqa: E731
     admin, registrar = as_key(accounts["admin"]), as_key(accounts["registrar"])

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import random
 import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no cross-process lock, the send retry alone keeps nonces right
+    fcntl = None
 
 import requests
 from eth_account.signers.local import LocalAccount
@@ -20,6 +30,7 @@ from shipledger.errors import (
 )
 from shipledger.models import TxReceipt
 
+SEND_ATTEMPTS = 20  # fresh nonces tried while other senders (other machines) keep taking ours
 GAS_MARGIN = 1.25  # estimates are exact for the state they ran on; leave room for state changes
 RPC_TIMEOUT = 15  # seconds per JSON-RPC request
 
@@ -41,10 +52,44 @@ def raise_decoded(exc: Exception):
     raise exc
 
 
-def _is_stale_nonce(exc: Exception) -> bool:
-    """The node's answer to a nonce already used (geth and anvil: 'nonce too low'; Besu: 'NONCE_TOO_LOW')."""
+def _is_taken_nonce(exc: Exception) -> bool:
+    """The node refused the transaction because another one holds its nonce: already mined ('nonce too
+    low', Besu 'NONCE_TOO_LOW') or waiting in the pool ('replacement transaction underpriced', Besu
+    'REPLACEMENT_UNDERPRICED')."""
     text = str(exc).lower()
-    return "nonce too low" in text or "nonce_too_low" in text
+    return any(s in text for s in ("nonce too low", "nonce_too_low", "replacement transaction underpriced",
+                                   "replacement_underpriced"))
+
+
+def state_home() -> Path:
+    """The per-user state directory: $XDG_STATE_HOME/shipledger, by default ~/.local/state/shipledger."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "shipledger"
+
+
+@contextmanager
+def key_lock(chain_id: int, address: str):
+    """Hold the per-user lock of one key on one chain (an flock on a file in state_home()/nonces).
+
+    Every process of this user that sends with the key takes it from reading the nonce until the node
+    has accepted the transaction, so pipelines sharing a key on one machine never race for a nonce.
+    Without a writable state directory the sender goes on unlocked: the retry in send_data covers it.
+    """
+    fd = None
+    if fcntl is not None:
+        try:
+            directory = state_home() / "nonces"
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory / f"{chain_id}-{address.lower()}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
 
 
 def call(fn, block: str | int = "latest", **tx):
@@ -64,10 +109,12 @@ def call(fn, block: str | int = "latest", **tx):
 
 
 class TxSender:
-    """Signs locally and sends; safe to share between threads using one key.
+    """Signs locally and sends; safe to share between threads and processes using one key.
 
-    Nonces come from a local counter seeded from the node's pending count, so concurrent sends
-    from one process never reuse a nonce; after a failed send the counter is re-read.
+    Each send takes the key's lock (key_lock: threads of this process and other processes of this user
+    wait their turn), reads the node's pending count and sends; the lock is released once the node has
+    accepted the transaction, not when it is mined. A sender elsewhere (another machine) can still take
+    the nonce first: the node then refuses ours outright and we retry with a fresh one.
     """
 
     def __init__(self, w3: Web3, account: LocalAccount, chain_id: int, receipt_timeout: float = 120):
@@ -83,17 +130,11 @@ class TxSender:
     def address(self) -> str:
         return self.account.address
 
-    def _take_nonce(self) -> int:
-        with self._lock:
-            if self._next_nonce is None:
-                self._next_nonce = self.w3.eth.get_transaction_count(self.address, "pending")
-            nonce = self._next_nonce
-            self._next_nonce += 1
-            return nonce
-
-    def _forget_nonce(self) -> None:
-        with self._lock:
-            self._next_nonce = None
+    def _fresh_nonce(self) -> int:
+        """The next nonce; call with the key held. The node's pending count sees other processes'
+        sends; our own counter covers a node whose pending count lags behind what it accepted."""
+        pending = self.w3.eth.get_transaction_count(self.address, "pending")
+        return max(pending, self._next_nonce or 0)
 
     def _fee_fields(self) -> dict:
         if self._fees is None:
@@ -120,18 +161,26 @@ class TxSender:
         tx = {"data": data, "gas": gas, "value": 0, "chainId": self.chain_id, **self._fee_fields()}
         if to is not None:
             tx["to"] = to
-        for attempt in (1, 2):
-            tx["nonce"] = self._take_nonce()
-            signed = self.account.sign_transaction(tx)
-            try:
-                return "0x" + self.w3.eth.send_raw_transaction(signed.raw_transaction).hex().removeprefix("0x")
-            except Exception as exc:  # noqa: BLE001
-                self._forget_nonce()
-                # Another process sending with the same key has used our next nonce: the node refused
-                # the transaction outright, so sending it again with a fresh nonce cannot double it.
-                if attempt == 1 and _is_stale_nonce(exc):
-                    continue
-                raise_decoded(exc)
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            with self._lock, key_lock(self.chain_id, self.address):
+                try:
+                    tx["nonce"] = self._fresh_nonce()
+                    signed = self.account.sign_transaction(tx)
+                    tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                    self._next_nonce = tx["nonce"] + 1
+                    return "0x" + tx_hash.hex().removeprefix("0x")
+                except Exception as exc:  # noqa: BLE001
+                    self._next_nonce = None
+                    # Only a refusal for the nonce is retried: the node did not take the transaction,
+                    # so sending it again with a fresh nonce cannot record it twice. Anything else
+                    # (a timeout among them: the node may have it) is raised.
+                    if not _is_taken_nonce(exc):
+                        raise_decoded(exc)
+            time.sleep(random.uniform(0, 0.05 * attempt))  # let the other sender through
+        raise ShipledgerError(
+            f"the node refused {SEND_ATTEMPTS} fresh nonces for {self.address}: another sender keeps "
+            "using this key; try again"
+        )
 
     def wait(self, tx_hash: str, fn=None) -> TxReceipt:
         """Wait for the receipt; a reverted transaction raises its decoded error."""

@@ -1,7 +1,9 @@
 """Start and stop anvil, the embedded development chain.
 
 The anvil binary comes from the npm package @foundry-rs/anvil pinned in package.json (its platform
-binary arrives as an optional dependency); SHIPLEDGER_ANVIL or an `anvil` on PATH override it.
+binary arrives as an optional dependency): from the clone's node_modules, else from a node_modules in
+the current directory (`npm install @foundry-rs/anvil` next to a pip install), else an `anvil` on
+PATH. SHIPLEDGER_ANVIL overrides them all.
 Only tests and `shipledger devnet` use this module: nothing else may assume the chain is anvil.
 """
 
@@ -16,39 +18,86 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from shipledger._internal.rpc import quick_batch
-from shipledger.errors import ConnectionFailed
+from shipledger.errors import ConnectionFailed, ShipledgerError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEV_MNEMONIC = "test test test test test test test test test test test junk"  # anvil's default
 
 
-class ToolNotFound(RuntimeError):
-    pass
+class DevnetError(ShipledgerError):
+    """The devnet cannot start: its port is taken, another devnet runs, anvil died or is missing."""
+
+
+class ToolNotFound(DevnetError):
+    """A Foundry binary (anvil, cast) is not installed where we look."""
 
 
 def find_foundry_tool(name: str) -> str:
-    """Path of a Foundry binary (anvil, cast) installed by `npm ci`, or on PATH."""
-    override = os.environ.get(f"SHIPLEDGER_{name.upper()}")
+    """Path of a Foundry binary (anvil, cast) from npm (the clone's or the current directory's
+    node_modules), or on PATH."""
+    variable = f"SHIPLEDGER_{name.upper()}"
+    override = os.environ.get(variable)
     if override:
+        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+            raise ToolNotFound(f"{variable}={override} is not an executable file")
         return override
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
     system = platform.system().lower()
     if arch:
-        binary = PROJECT_ROOT / "node_modules" / "@foundry-rs" / f"{name}-{system}-{arch}" / "bin" / name
-        if binary.is_file():
-            return str(binary)
+        for root in (PROJECT_ROOT, Path.cwd()):
+            binary = root / "node_modules" / "@foundry-rs" / f"{name}-{system}-{arch}" / "bin" / name
+            if binary.is_file():
+                return str(binary)
     found = shutil.which(name)
     if found:
         return found
-    raise ToolNotFound(f"{name} not found: run `make setup` (npm ci) or put {name} on PATH")
+    raise ToolNotFound(
+        f"{name} not found: install it with `npm install @foundry-rs/{name}` (in this directory, or with -g "
+        f"to put it on PATH), put a Foundry {name} on PATH, or set {variable} to its path"
+    )
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a listener could bind 127.0.0.1:port now. SO_REUSEADDR as anvil sets it, so a port
+    left in TIME_WAIT by a stopped devnet counts as free and a live listener (also on 0.0.0.0) does not."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether process pid holds the listening socket on 127.0.0.1:port (Linux /proc); None where
+    /proc cannot tell (another OS)."""
+    if not os.path.exists("/proc/net/tcp"):
+        return None
+    try:
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # the process is gone
+        return False
+    local = f"0100007F:{port:04X}"  # 127.0.0.1, little-endian as the kernel prints it
+    inodes = {f[9] for f in (line.split() for line in table) if f[1] == local and f[3] == "0A"}  # 0A: LISTEN
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
 
 
 def rpc_call(url: str, method: str, params: list | None = None, timeout: float = 2.0):
@@ -66,9 +115,9 @@ def wait_for_rpc(url: str, timeout: float = 20.0, process: subprocess.Popen | No
             return int(rpc_call(url, "eth_chainId", timeout=1.0), 16)
         except ConnectionFailed:
             if process is not None and process.poll() is not None:
-                raise RuntimeError(f"anvil exited with code {process.returncode} before answering on {url}")
+                raise DevnetError(f"anvil exited with code {process.returncode} before answering on {url}") from None
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no JSON-RPC answer from {url} within {timeout:.0f}s") from None
+                raise DevnetError(f"no JSON-RPC answer from {url} within {timeout:.0f}s") from None
             time.sleep(0.05)
 
 
@@ -90,6 +139,8 @@ class Anvil:
         detach: bool = False,
         extra_args: tuple[str, ...] = (),
     ) -> "Anvil":
+        if port and not port_is_free(port):
+            raise DevnetError(f"port {port} on 127.0.0.1 is already in use by another process: choose another port")
         port = port or free_port()
         args = [
             find_foundry_tool("anvil"),
@@ -112,8 +163,13 @@ class Anvil:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_for_rpc(url, process=process)
+            # The answer may come from a process that took the port after our check (our anvil then
+            # dies on its bind): trust it only from the listener we started.
+            if process.poll() is not None or listens_on(process.pid, port) is False:
+                raise DevnetError(f"port {port} on 127.0.0.1 is answered by another process, not the anvil we started")
         except BaseException:
             process.kill()
+            process.wait()
             raise
         return cls(process=process, url=url, chain_id=chain_id)
 
@@ -194,11 +250,23 @@ def seed_consortium(admin, members) -> dict[str, int]:
     return org_ids
 
 
+def devnet_port(state: dict) -> int:
+    return urlsplit(state["rpc_url"]).port
+
+
 def devnet_up(port: int = 8545, book_path: Path = DEFAULT_BOOK, state_dir: Path = STATE_DIR) -> dict:
-    """Start anvil in the background, deploy the suite, create a demo consortium; reuse a running one."""
+    """Start anvil in the background, deploy the suite, create a demo consortium. The devnet this
+    state_dir already runs is reused when it is on the port asked (state["reused"] says so), else refused."""
     state = running_devnet(state_dir)
-    if state is not None and Path(state["deployment"]).is_file():
-        return state
+    if state is not None:
+        running = devnet_port(state)
+        if running != port:
+            raise DevnetError(f"a devnet from this directory already runs on port {running}: use --port {running}, "
+                              "or stop it with `shipledger devnet down` first")
+        if not Path(state["deployment"]).is_file():
+            raise DevnetError(f"the devnet on port {running} has lost its address book {state['deployment']}: "
+                              "restart it with `shipledger devnet down` and `shipledger devnet up`")
+        return {**state, "reused": True}
     from eth_account import Account
 
     from shipledger.client import Ledger
@@ -225,7 +293,7 @@ def devnet_up(port: int = 8545, book_path: Path = DEFAULT_BOOK, state_dir: Path 
     book_path.write_text(json.dumps(book, indent=2) + "\n")
     state = {
         "rpc_url": node.url,
-        "deployment": str(book_path),
+        "deployment": str(book_path.resolve()),  # right from any directory
         "chain_id": node.chain_id,
         "accounts": summary,
         "pid": node.process.pid,
@@ -234,7 +302,7 @@ def devnet_up(port: int = 8545, book_path: Path = DEFAULT_BOOK, state_dir: Path 
     tmp = state_dir / "state.json.tmp"
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     tmp.replace(state_dir / "state.json")
-    return state
+    return {**state, "reused": False}
 
 
 def devnet_down(state_dir: Path = STATE_DIR) -> bool:

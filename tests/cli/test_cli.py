@@ -68,7 +68,7 @@ def files(tmp_path):
 
 def test_devnet_up_json_has_accounts_in_three_orgs(dn):
     info = dn.info
-    assert set(info) == {"rpc_url", "deployment", "chain_id", "accounts"}
+    assert set(info) == {"rpc_url", "deployment", "chain_id", "accounts", "reused"} and info["reused"] is False
     assert info["rpc_url"] == f"http://127.0.0.1:{dn.port}"
     assert info["chain_id"] == 31337 == int(rpc_call(dn.rpc_url, "eth_chainId"), 16)
     accounts = info["accounts"]
@@ -98,7 +98,7 @@ def test_devnet_up_again_reuses_running_devnet(dn):
     book_before = dn.book.read_text()
     block_before = int(rpc_call(dn.rpc_url, "eth_blockNumber"), 16)
     again = ok(_devnet_up(dn.workdir, dn.port))
-    assert again == dn.info
+    assert again == {**dn.info, "reused": True}
     assert dn.book.read_text() == book_before
     assert int(rpc_call(dn.rpc_url, "eth_blockNumber"), 16) == block_before  # nothing redeployed
 
