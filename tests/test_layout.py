@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from shipledger.errors import GATE_SENTENCES
 from shipledger.models import GateReason

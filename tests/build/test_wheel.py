@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from shipledger.network.devnet import find_foundry_tool, free_port
-from support import ENV, _stop_devnet, assert_no_traceback, digest_for, one_line, unique
+from support import ENV, _stop_devnet, assert_no_traceback, one_line, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 
