@@ -170,7 +170,11 @@ def synced_index(args, source=None):
 
 
 def output_path(text: str) -> Path:
+    """Where --out writes. A symlink there is refused rather than followed or replaced: an export
+    landing in whatever file a link points at (in a shared directory, anyone's) is not what was asked."""
     path = Path(text)
+    if path.is_symlink():
+        raise UsageError(f"cannot write {path}: it is a symbolic link (give the real path)")
     if path.is_dir() or not path.parent.is_dir():
         raise UsageError(f"cannot write {path}: " + ("it is a directory" if path.is_dir() else f"{path.parent} does not exist"))
     return path
