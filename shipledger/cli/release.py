@@ -27,10 +27,19 @@ def cmd_gate(args) -> int:
     path = book_path(args)
     try:
         book = json.loads(path.read_text())
+    except OSError as exc:
+        raise AddressBookError(f"cannot read address book {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise AddressBookError(f"address book {path} is not readable JSON: {exc}") from None
+    try:
         ledger_address = book["contracts"]["DeploymentLedger"]["address"]
         expected_chain = int(book["chain_id"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AddressBookError(f"address book {path} is missing or malformed: {exc}") from None
+        if not isinstance(ledger_address, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, IndexError):
+        # the gate checks the book's shape without eth_utils (its start-up time counts)
+        raise AddressBookError(f"address book {path} is malformed: it needs a numeric chain_id and"
+                               " contracts.DeploymentLedger.address") from None
     chain_id, code, answer = quick_batch(rpc_url(args, book), [
         ("eth_chainId", []),
         ("eth_getCode", [ledger_address, "latest"]),
