@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping
@@ -20,9 +21,9 @@ from shipledger._internal import artifacts
 from shipledger._internal.book import load_address_book
 from shipledger._internal.chain import TxSender, call, connect, raise_decoded
 from shipledger._internal.revert import canonical_type
-from shipledger._internal.gatecall import decode_gate_result, encode_gate_call
-from shipledger._internal.names import check_name, format_digest, parse_digest
-from shipledger.errors import AddressBookError, ConnectionFailed, NoSigner, UsageError
+from shipledger._internal.gatecall import decode_gate_result, encode_gate_call, prior_environment_name as _prior_name
+from shipledger._internal.names import check_name, format_digest, parse_address, parse_digest
+from shipledger.errors import AddressBookError, ConnectionFailed, Denied, NoSigner, UsageError, revert_error
 from shipledger.models import (
     EVENT_KINDS,
     Artifact,
@@ -293,10 +294,7 @@ class Ledger:
 
     @staticmethod
     def _address(address: str) -> str:
-        try:
-            return Web3.to_checksum_address(address)
-        except ValueError:
-            raise UsageError(f"{address!r} is not an Ethereum address") from None
+        return parse_address(address)  # a mixed-case address with a wrong checksum is refused
 
     # ------------------------------------------------------------------ policies
 
@@ -335,6 +333,24 @@ class Ledger:
             raise
         prior = "" if p[6] == b"\0" * 32 else "0x" + p[6].hex()
         return Policy(service, environment, p[0], p[1], p[2], p[3], p[4], p[5], prior)
+
+    def policy_names(self) -> tuple[set[str], set[str]]:
+        """(services, environments) named by any policy ever set, prior environments included: the
+        names the gate's answers depend on. One eth_getLogs of the PolicySet events (policies change
+        rarely, so this stays small however long the history is)."""
+        start = min(int(c.get("block", 0)) for c in self.book["contracts"].values())
+        event = self.registry.events.PolicySet()
+        try:
+            logs = self.w3.eth.get_logs({"address": self.registry.address, "fromBlock": start, "toBlock": "latest",
+                                         "topics": [event.topic]})
+        except Exception as exc:  # noqa: BLE001
+            raise_decoded(exc)
+        services, environments = set(), set()
+        for log in logs:
+            args = event.process_log(log)["args"]
+            services.add(args["service"])
+            environments.update(name for name in (args["environment"], args["priorEnvironment"]) if name)
+        return services, environments
 
     # ------------------------------------------------------------------ artifacts
 
@@ -474,14 +490,39 @@ class Ledger:
             answer = self.w3.eth.call({"to": self.ledger.address, "data": data})
         except Exception as exc:  # noqa: BLE001
             raise_decoded(exc)
-        return decode_gate_result(bytes(answer))
+        result = decode_gate_result(bytes(answer))
+        if "environment_key" in result.details:
+            name = self.prior_environment_name(service, environment, result.details["environment_key"])
+            result = replace(result, details={**result.details, "environment": name})
+        return result
+
+    def prior_environment_name(self, service: str, environment: str, key: str) -> str:
+        """The name of the prior environment the policy of (service, environment) requires, from its
+        PolicySet events (the policy and the gate hold only its hash `key`); `key` when not found."""
+        start = min(int(c.get("block", 0)) for c in self.book["contracts"].values())
+
+        def get_logs(query: dict) -> list:
+            return self.w3.eth.get_logs({**query, "fromBlock": start})
+
+        try:
+            return _prior_name(get_logs, self.registry.address, start, service, environment, key)
+        except Exception:  # noqa: BLE001 - a name for a message: without it the hash is still right
+            return key
 
     # ------------------------------------------------------------------ deployments
 
     def start_deployment(self, digest: str, service: str, environment: str, percent: int = 100) -> int:
         if not 1 <= percent <= 100:
             raise UsageError(f"percent {percent} must be 1 to 100")
-        _, raw = self._tx(self.ledger.functions.start(*self._vote_args(digest, service, environment), percent))
+        try:
+            _, raw = self._tx(self.ledger.functions.start(*self._vote_args(digest, service, environment), percent))
+        except Denied as exc:
+            details = exc.arguments.get("details") or {}
+            if exc.error_name != "GateDenied" or "environment_key" not in details:
+                raise
+            name = self.prior_environment_name(service, environment, details["environment_key"])
+            plain = {k: exc.arguments[k] for k in ("reason", "detailA", "detailB")}
+            raise revert_error("GateDenied", plain, prior_environment=name) from None
         return self._events(raw, self.ledger, "DeploymentStarted")[0]["id"]
 
     def promote(self, deployment_id: int, percent: int) -> TxReceipt:

@@ -133,8 +133,13 @@ _ENUMS = {
 _ERROR_CLASSES: dict[str, type[ContractRevert]] = {}
 
 
-def _display(value):
+_DIGEST_ARGUMENTS = {"digest", "existingDigest"}  # artifact digests: shown as users type them
+
+
+def _display(name: str, value):
     if isinstance(value, bytes):
+        if name in _DIGEST_ARGUMENTS and len(value) == 32:
+            return "sha256:" + value.hex()  # one digest form in every message
         return "0x" + value.hex()
     return value
 
@@ -147,7 +152,9 @@ def gate_details(reason: str, detail_a: int, detail_b: int) -> dict:
         "not_enough_approvals": lambda: {"have": detail_a, "need": detail_b},
         "approvals_expired": lambda: {"have": detail_a, "need": detail_b},
         "not_enough_organisations": lambda: {"have": detail_a, "need": detail_b},
-        "missing_prior_environment": lambda: {"environment": f"0x{detail_a:064x}"},
+        # the answer holds only the name's hash; callers that can read the policy's events put the name
+        # in "environment" (shipledger._internal.gatecall.prior_environment_name)
+        "missing_prior_environment": lambda: {"environment": f"0x{detail_a:064x}", "environment_key": f"0x{detail_a:064x}"},
         "frozen_by_incident": lambda: {"incident": detail_a, "severity": detail_b},
     }.get(reason, dict)()
 
@@ -164,9 +171,10 @@ def error_class(name: str) -> type[ContractRevert]:
     return _ERROR_CLASSES[name]
 
 
-def revert_error(name: str, arguments: dict) -> ContractRevert:
-    """Build the typed exception for a decoded custom error."""
-    values = {k: _display(v) for k, v in arguments.items()}
+def revert_error(name: str, arguments: dict, prior_environment: str | None = None) -> ContractRevert:
+    """Build the typed exception for a decoded custom error. prior_environment: the name of the
+    prior environment a GateDenied for a missing prior environment names by hash, when known."""
+    values = {k: _display(k, v) for k, v in arguments.items()}
     if name in _ENUMS:
         _, states = _ENUMS[name]
         values["expected"] = states[arguments["expected"]]
@@ -176,6 +184,8 @@ def revert_error(name: str, arguments: dict) -> ContractRevert:
     if name == "GateDenied":
         reason = list(GATE_SENTENCES)[arguments["reason"]]
         details = gate_details(reason, arguments["detailA"], arguments["detailB"])
+        if prior_environment and "environment_key" in details:
+            details["environment"] = prior_environment
         values["gate"] = gate_sentence(reason, details)
         arguments = {**arguments, "reason_name": reason, "details": details}
     sentence = _SENTENCES.get(name, name + " {arguments}").format(**values, arguments=values)

@@ -26,10 +26,19 @@ def load_address_book(deployment: str | Path | dict) -> dict:
             raise AddressBookError(f"address book {path} does not exist; deploy the suite or pass --deployment") from None
         except (OSError, json.JSONDecodeError) as exc:
             raise AddressBookError(f"address book {path} is not readable JSON: {exc}") from None
-    try:
-        int(book["chain_id"])
-        for name in artifacts.SUITE:
-            to_checksum_address(book["contracts"][name]["address"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise AddressBookError(f"address book is malformed (missing or bad {exc})") from None
+    where = f"address book {deployment}" if not isinstance(deployment, dict) else "the address book"
+    if not isinstance(book, dict):
+        raise AddressBookError(f"{where} is malformed: expected a JSON object, found {type(book).__name__}")
+    chain_id = book.get("chain_id")
+    if isinstance(chain_id, bool) or not isinstance(chain_id, (int, str)) or not str(chain_id).strip().isdigit():
+        raise AddressBookError(f"{where} is malformed: chain_id {'is missing' if chain_id is None else f'{chain_id!r} is not a number'}")
+    contracts = book.get("contracts")
+    for name in artifacts.SUITE:
+        entry = contracts.get(name) if isinstance(contracts, dict) else None
+        address = entry.get("address") if isinstance(entry, dict) else None
+        try:
+            to_checksum_address(address)
+        except (TypeError, ValueError):
+            problem = "is missing" if address is None else f"{address!r} is not an address"
+            raise AddressBookError(f"{where} is malformed: contracts.{name}.address {problem}") from None
     return book

@@ -62,3 +62,33 @@ def decode_gate_result(data: bytes):
 
     allowed, reason, details = decode_gate_answer(data)
     return GateResult(allowed=allowed, reason=reason, details=details)
+
+
+# keccak256 of PolicySet(bytes32,bytes32,string,string,Policy,Policy,string) with Policy as its 7-field tuple
+POLICY_SET_TOPIC = "0x8e66880ff58196ae45446b812800da6a45f1b1fa6835f659f6c33cf317d298da"
+_PRIOR_OFFSET_AT = 16 * 32  # data head: service, environment (offsets), two 7-word policies, priorEnvironment
+
+
+def prior_environment_name(get_logs, registry: str, from_block: int, service: str, environment: str, key: str) -> str:
+    """The name of a required prior environment, whose keccak `key` ('0x' + 64 hex) is all a policy
+    and a gate answer hold: the registry emits the name in clear in PolicySet, so the newest such
+    event of (service, environment) whose name hashes to `key` gives it. `key` itself when none does.
+
+    get_logs(filter) -> logs, each with "data" (hex text or bytes): the JSON-RPC eth_getLogs of the
+    caller's connection. Only a denial or `policy show` pays for this read."""
+    from eth_hash.auto import keccak  # not at the top: an allowed gate never needs it
+
+    def topic(name: str) -> str:
+        return "0x" + keccak(name.encode()).hex()
+
+    logs = get_logs({"address": registry, "fromBlock": hex(from_block), "toBlock": "latest",
+                     "topics": [POLICY_SET_TOPIC, topic(service), topic(environment)]})
+    for log in reversed(logs):
+        data = log["data"]
+        raw = bytes.fromhex(data[2:]) if isinstance(data, str) else bytes(data)
+        offset = int.from_bytes(raw[_PRIOR_OFFSET_AT : _PRIOR_OFFSET_AT + 32], "big")
+        length = int.from_bytes(raw[offset : offset + 32], "big")
+        name = raw[offset + 32 : offset + 32 + length].decode("utf-8", "replace")
+        if name and topic(name) == key.lower():
+            return name
+    return key

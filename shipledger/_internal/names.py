@@ -10,6 +10,7 @@ from shipledger.errors import UsageError
 
 MAX_NAME_LENGTH = 64  # Keys.MAX_NAME_LENGTH in the contracts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+/@:-]*$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -32,6 +33,23 @@ def parse_digest(value: str) -> bytes:
 
 def format_digest(raw: bytes) -> str:
     return "sha256:" + bytes(raw).hex()
+
+
+def parse_address(value: str, what: str = "address") -> str:
+    """An Ethereum address as typed -> its EIP-55 checksummed form. All lower-case or all upper-case
+    hex carries no checksum and is taken as it is; mixed case is a checksum and must be the right one
+    (a wrong one is a typo, and a typo in an address grants a role to nobody)."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not _ADDRESS.match(text):
+        raise UsageError(f"{what} {value!r} is not an Ethereum address (0x and 40 hex digits)")
+    from eth_utils import to_checksum_address  # here, not at the top: the gate's path imports this module
+
+    checksummed = to_checksum_address(text)
+    digits = text[2:]
+    if digits != digits.lower() and digits != digits.upper() and text != checksummed:
+        # The right checksum is not shown: for a mistyped digit it is the checksum of the typo.
+        raise UsageError(f"{what} {value!r} has a wrong EIP-55 checksum: check it for a typo against its source")
+    return checksummed
 
 
 def parse_duration(value, what: str = "duration", *, positive: bool = False) -> float:

@@ -104,6 +104,35 @@ class _NotBuilt:
         return None
 
 
+def _version() -> str:
+    """The installed distribution's version, else (a source checkout not installed) pyproject's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("shipledger")
+    except metadata.PackageNotFoundError:
+        import re
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        match = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE) if pyproject.is_file() else None
+        return match.group(1) if match else "unknown"
+
+
+def _version_action():
+    import argparse
+
+    class VersionAction(argparse.Action):
+        """`shipledger --version`; the version is looked up only when asked (importlib.metadata
+        costs start-up time every other command, the gate first, would pay for nothing)."""
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"shipledger {_version()}")
+            parser.exit()
+
+    return VersionAction
+
+
 def build_parser(only: str | None = None):
     """The whole parser, or with `only` (a top-level command) just that command: parsing `shipledger
     gate ...` needs no other, and each parser costs about a millisecond to build."""
@@ -118,6 +147,7 @@ def build_parser(only: str | None = None):
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document to stdout")
 
     parser = argparse.ArgumentParser(prog="shipledger", parents=[common], description="Provably approved deployments on a consortium EVM chain.")
+    parser.add_argument("--version", action=_version_action(), nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     if only not in COMMANDS:
         only = None

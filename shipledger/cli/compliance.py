@@ -13,8 +13,8 @@ from pathlib import Path
 
 from shipledger.cli import EXIT_DENIED, EXIT_OK, emit, say
 from shipledger.cli.shared import (
-    DEFAULT_BOOK, artifact_args, artifact_digest, book_path, index_args, index_source, open_ledger, output_path,
-    positive_int, rpc_url, sync_index, synced_index,
+    DEFAULT_BOOK, ENV_HELP, SERVICE_HELP, address, artifact_args, artifact_digest, book_path, counted, index_args,
+    index_source, open_ledger, output_path, positive_int, rpc_url, shown, sync_index, synced_index,
 )
 from shipledger.errors import AddressBookError, UsageError, gate_sentence, role_name
 from shipledger.models import Verdict
@@ -26,6 +26,7 @@ PENDING_SHOWN = 5  # newest registrations listed under "pending approvals"
 
 def cmd_status(args) -> int:
     from shipledger._internal.names import format_digest
+    from shipledger.cli.consortium import policy_data
 
     ledger = open_ledger(args, need_signer=False)
     state = ledger.target_state(args.service, args.env)
@@ -52,18 +53,22 @@ def cmd_status(args) -> int:
     policy = ledger.policy(args.service, args.env)
     data = {"service": args.service, "environment": args.env, "live": describe(state.live),
             "active": describe(state.active), "open_incidents": incidents, "pending_approvals": pending,
-            "policy": asdict(policy) if policy else None}
+            "policy": policy_data(ledger, policy) if policy else None}
     if args.json:
         emit(args, data)
         return EXIT_OK
     live, active = data["live"], data["active"]
-    print(f"{args.service} in {args.env}")
-    print(f"  live:      {'%s (deployment %d)' % (live['version'], live['id']) if live else 'nothing'}")
-    print(f"  rolling:   {'%s (deployment %d) at %d%%' % (active['version'], active['id'], active['percent']) if active else 'nothing'}")
-    print(f"  incidents: {', '.join('#%d sev%d %s' % (i['id'], i['severity'], i['status']) for i in incidents) or 'none open'}")
-    print(f"  policy:    {'version %d' % policy.version if policy else 'none (everything denied)'}")
-    for p in pending:
-        print(f"  pending:   {p['version']} {p['digest'][:19]}.. {'ready' if p['allowed'] else gate_sentence(p['reason'], p['details'])}")
+    lines = [
+        f"{args.service} in {args.env}",
+        f"  live:      {'%s (deployment %d)' % (live['version'], live['id']) if live else 'nothing'}",
+        f"  rolling:   {'%s (deployment %d) at %d%%' % (active['version'], active['id'], active['percent']) if active else 'nothing'}",
+        f"  incidents: {', '.join('#%d sev%d %s' % (i['id'], i['severity'], i['status']) for i in incidents) or 'none open'}",
+        f"  policy:    {'version %d' % policy.version if policy else 'none (everything denied)'}"
+        + (f", after a deployment to {data['policy']['prior_environment']}" if policy and policy.prior_environment_key else ""),
+    ] + [f"  pending:   {p['version']} {p['digest'][:19]}.. {'ready' if p['allowed'] else gate_sentence(p['reason'], p['details'])}"
+         for p in pending]
+    for line in lines:  # versions are free text from the chain
+        print(shown(line))
     return EXIT_OK
 
 
@@ -89,27 +94,63 @@ def _summary(event) -> str:
         "revoked": lambda: f"sha256:{f['digest'][2:14]}..: {f['reason']}",
         "role-granted": lambda: f"{role_name(bytes.fromhex(f['role'][2:]))} to {f['account']}",
         "role-revoked": lambda: f"{role_name(bytes.fromhex(f['role'][2:]))} from {f['account']}",
-        "policy-set": lambda: f"version {f['newPolicy']['version']}: {f['newPolicy']['threshold']} approvals, "
-                              f"{f['newPolicy']['minOrganisations']} orgs",
+        "policy-set": lambda: f"version {f['newPolicy']['version']}: {counted(f['newPolicy']['threshold'], 'approval')}, "
+                              f"{counted(f['newPolicy']['minOrganisations'], 'org')}",
     }.get(event.kind)
     return pick() if pick else ", ".join(f"{k}={v}" for k, v in f.items() if not k.endswith("Key"))[:80]
 
 
 def _history_filters(args) -> dict:
-    """Index.history(...) arguments from the history filters, all checked before any sync."""
-    from eth_utils import is_address
+    """Index.history(...) arguments from the history filters, all checked before any sync. A filter
+    that cannot match anything (an empty value, --since after --until) is a usage error, not an
+    empty answer that looks like "nothing happened"."""
+    from shipledger._internal.names import check_name
+    from shipledger.compliance.index import digest_hex, expand_kinds
 
-    from shipledger.compliance.index import digest_hex, expand_kinds, parse_when
-
-    if args.approver and not is_address(args.approver):
-        raise UsageError(f"--approver {args.approver!r} is not an Ethereum address")
+    for kind, value in (("--service", args.service), ("--env", args.env)):
+        if value is not None:
+            check_name(kind, value)
+    org = args.org.strip() if args.org is not None else None
+    if org is not None and (not org or (org.isdigit() and not 1 <= int(org) <= 255)):
+        raise UsageError(f"--org {args.org!r} is not an organisation (a name, or an id from 1 to 255)")
+    since = _when("--since", args.since, False)
+    until = _when("--until", args.until, True)
+    _check_period(since, until, args.since, args.until)
     return {
-        "service": args.service, "environment": args.env, "approver": args.approver, "org": args.org,
-        "digest": digest_hex(args.digest) if args.digest else None,
-        "kinds": expand_kinds(args.kind) if args.kind else None,
-        "since": parse_when(args.since) if args.since else None,
-        "until": parse_when(args.until, end=True) if args.until else None,
+        "service": args.service, "environment": args.env, "approver": args.approver, "org": org,
+        "digest": digest_hex(args.digest) if args.digest is not None else None,
+        "kinds": expand_kinds(args.kind) if args.kind is not None else None,
+        "since": since, "until": until,
     }
+
+
+def _when(option: str, text: str | None, end: bool):
+    """parse_when with the option named in its error."""
+    from shipledger.compliance.index import parse_when
+
+    if text is None:
+        return None
+    try:
+        return parse_when(text, end=end)
+    except UsageError as exc:
+        raise UsageError(f"{option} {exc}") from None
+
+
+def _check_period(since, until, since_text, until_text) -> None:
+    """--since after --until selects nothing. Bounds of different kinds (a block and a time) cannot
+    be compared before the index is read and are left to it."""
+    if since is not None and until is not None and type(since) is type(until) and since > until:
+        raise UsageError(f"--since {since_text} is after --until {until_text}: the period is empty")
+
+
+def _check_org(index, org: str | None) -> None:
+    """An organisation the filter names must be one the index knows (names are checked by
+    Index.history itself): `--org 99` is a typo, not an organisation with no events."""
+    if org is None or not org.isdigit():
+        return
+    if index.db.execute("SELECT 1 FROM organisation_added WHERE org = ? LIMIT 1", (int(org),)).fetchone() is None:
+        known = [f"{r[0]} ({r[1]})" for r in index.db.execute("SELECT org, name FROM organisation_added ORDER BY org")]
+        raise UsageError(f"--org {org}: no organisation {org} in the index" + (f"; known: {', '.join(known)}" if known else ""))
 
 
 def cmd_history(args) -> int:
@@ -118,6 +159,7 @@ def cmd_history(args) -> int:
     filters = _history_filters(args)
     index = synced_index(args)
     try:
+        _check_org(index, filters["org"])
         events = index.history(**filters)
     finally:
         index.close()
@@ -138,8 +180,8 @@ def cmd_history(args) -> int:
         sys.stdout.write(out.getvalue())
     else:
         print(f"{'block':>6}  {'time':25}  {'kind':22}  {'service':12}  {'env':8}  summary")
-        for r in rows:
-            print(f"{r['block']:>6}  {r['time']:25}  {r['kind']:22}  {r['service']:12}  {r['environment']:8}  {r['summary']}")
+        for r in rows:  # one row per line, whatever the names and free text on chain hold
+            print(shown(f"{r['block']:>6}  {r['time']:25}  {r['kind']:22}  {r['service']:12}  {r['environment']:8}  {r['summary']}"))
     return EXIT_OK
 
 
@@ -181,10 +223,10 @@ def cmd_trace(args) -> int:
         artifact = {k: v for k, v in asdict(result).items() if k != "steps"}
         emit(args, {"artifact": artifact, "steps": [asdict(s) for s in result.steps]})
         return EXIT_OK
-    print(f"{result.service} {result.version} {result.digest}{' (REVOKED)' if result.revoked else ''}")
+    print(shown(f"{result.service} {result.version} {result.digest}{' (REVOKED)' if result.revoked else ''}"))
     for s in result.steps:
         when = dt.datetime.fromtimestamp(s.timestamp, dt.timezone.utc).isoformat(timespec="seconds")
-        print(f"{s.block_number:>7}  {when}  {s.kind:21}  {s.environment or '-':10}  {s.summary}  (tx {s.tx_hash})")
+        print(shown(f"{s.block_number:>7}  {when}  {s.kind:21}  {s.environment or '-':10}  {s.summary}  (tx {s.tx_hash})"))
     return EXIT_OK
 
 
@@ -210,7 +252,7 @@ def cmd_audit(args) -> int:
     else:
         for f in report.findings:
             where = f"deployment {f.deployment}" if f.deployment is not None else (f.address or f"block {f.block}")
-            print(f"{f.rule:34}  {where:20}  {f.message}" + (f" (tx {f.tx_hash})" if f.tx_hash else ""))
+            print(shown(f"{f.rule:34}  {where:20}  {f.message}" + (f" (tx {f.tx_hash})" if f.tx_hash else "")))
         say(args, sentence)
     return EXIT_OK if report.clean else EXIT_DENIED
 
@@ -221,6 +263,7 @@ def cmd_export(args) -> int:
     out = output_path(args.out)
     index = synced_index(args)
     try:
+        _check_org(index, filters["org"])
         count = export.write_export(export.records(index, index.history(**filters)), out, args.format)
     finally:
         index.close()
@@ -266,27 +309,36 @@ def cmd_verify_export(args) -> int:
     return EXIT_OK if result.ok else EXIT_DENIED
 
 
-def _report_time(text: str | None, end: bool) -> int | None:
+def _report_time(text: str | None, end: bool, option: str) -> int | None:
     import datetime as dt
 
-    from shipledger.compliance.index import parse_when
-
-    if not text:
+    if text is None:
         return None
-    when = parse_when(text, end=end)
+    when = _when(option, text, end)
     if not isinstance(when, dt.datetime):
-        raise UsageError(f"{text!r}: the report takes a date (YYYY-MM-DD) or an ISO datetime, not a block number")
+        raise UsageError(f"{option} {text!r}: the report takes a date (YYYY-MM-DD) or an ISO datetime, not a block number")
     return int(when.timestamp())
 
 
 def cmd_report(args) -> int:
+    from shipledger._internal.names import check_name
     from shipledger.compliance import dora
 
     if not args.out and not args.json:
         raise UsageError("report needs --out FILE.html (or --json for the numbers)")
-    since, until = _report_time(args.since, False), _report_time(args.until, True)
+    for kind, value in (("--service", args.service), ("--env", args.env)):
+        if value is not None:
+            check_name(kind, value)
+    since, until = _report_time(args.since, False, "--since"), _report_time(args.until, True, "--until")
+    _check_period(since, until, args.since, args.until)
     out = output_path(args.out) if args.out else None
     prod_envs = tuple(e.strip() for value in (args.prod_env or ["prod,production"]) for e in value.split(",") if e.strip())
+    if not prod_envs:
+        raise UsageError(f"--prod-env {','.join(args.prod_env)!r} names no environment")
+    for env in prod_envs:
+        check_name("--prod-env environment", env)
+    if not Path(args.repo).is_dir():
+        raise UsageError(f"--repo {args.repo}: no such directory")
     index = synced_index(args)
     try:
         metrics = dora.from_index(index, service=args.service, environment=args.env, since=since, until=until,
@@ -315,7 +367,7 @@ def add_commands(parsers) -> None:
     def history_filter_args(p):
         """The filters of `history` and `export` (Index.history's), and the index options."""
         p.add_argument("--digest", help="events of one artifact (sha256:<hex> or 0x<hex>), its deployments' steps included")
-        p.add_argument("--approver", metavar="ADDR", help="votes cast by this approver")
+        p.add_argument("--approver", metavar="ADDR", type=address, help="votes cast by this approver")
         p.add_argument("--org", metavar="NAME|ID", help="events naming this organisation (votes, members, slots)")
         p.add_argument("--kind", action="append", metavar="KIND",
                        help="event kind (repeatable): registered, approved, rejected, deployed, rolled-back, incident, ...")
@@ -324,12 +376,12 @@ def add_commands(parsers) -> None:
         index_args(p)
 
     p = command("status", cmd_status)
-    p.add_argument("service")
-    p.add_argument("env")
+    p.add_argument("service", help=SERVICE_HELP)
+    p.add_argument("env", help=ENV_HELP)
 
     p = command("history", cmd_history)
-    p.add_argument("--service")
-    p.add_argument("--env")
+    p.add_argument("--service", help="only this service (case-sensitive)")
+    p.add_argument("--env", help="only this environment (case-sensitive)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     history_filter_args(p)
 
@@ -340,20 +392,20 @@ def add_commands(parsers) -> None:
 
     p = command("trace", cmd_trace)
     artifact_args(p)
-    p.add_argument("--service", required=True)
+    p.add_argument("--service", required=True, help=SERVICE_HELP)
     index_args(p)
 
     p = command("audit", cmd_audit)
-    p.add_argument("--service")
-    p.add_argument("--env")
+    p.add_argument("--service", help="only this service (case-sensitive)")
+    p.add_argument("--env", help="only this environment (case-sensitive)")
     p.add_argument("--full", action="store_true", help="check every indexed block against the chain, not a sample")
     index_args(p)
 
     p = command("export", cmd_export)
     p.add_argument("--format", choices=("csv", "jsonl"), required=True)
     p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--service")
-    p.add_argument("--env")
+    p.add_argument("--service", help="only this service (case-sensitive)")
+    p.add_argument("--env", help="only this environment (case-sensitive)")
     history_filter_args(p)
 
     p = command("verify-export", cmd_verify_export)
@@ -362,7 +414,7 @@ def add_commands(parsers) -> None:
 
     p = command("report", cmd_report)
     p.add_argument("--out", metavar="FILE.html")
-    p.add_argument("--service")
+    p.add_argument("--service", help="only this service (case-sensitive)")
     p.add_argument("--env", help="report on this environment alone (default: the production environments)")
     p.add_argument("--since", metavar="DATE", help="from this date (YYYY-MM-DD) or ISO datetime (UTC)")
     p.add_argument("--until", metavar="DATE", help="up to this date (whole day) or ISO datetime (default: now)")

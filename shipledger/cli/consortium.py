@@ -6,7 +6,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from shipledger.cli import EXIT_OK, emit, tx_data
-from shipledger.cli.shared import duration, load_signer, open_ledger, positive_int, rpc_url
+from shipledger.cli.shared import (
+    ENV_HELP, SERVICE_HELP, address, counted, duration, load_signer, open_ledger, positive_int, rpc_url, shown,
+    warn_case_twins,
+)
 from shipledger.errors import UsageError
 
 
@@ -57,7 +60,7 @@ def cmd_member_list(args) -> int:
         emit(args, {"members": members})
     else:
         for m in members:
-            print(f"{m['address']}  org {m['org']} ({m['organisation']})  {' '.join(m['roles']) or '-'}")
+            print(shown(f"{m['address']}  org {m['org']} ({m['organisation']})  {' '.join(m['roles']) or '-'}"))
     return EXIT_OK
 
 
@@ -72,27 +75,37 @@ def cmd_role(args) -> int:
 
 def cmd_policy_set(args) -> int:
     ledger = open_ledger(args)
+    warn_case_twins(ledger, services=[args.service], environments=[args.env, args.after])
     receipt = ledger.set_policy(
         args.service, args.env, threshold=args.threshold, min_organisations=args.min_orgs, ttl=args.ttl,
         min_wait=args.wait, prior_environment=args.after or "", freeze_severity=args.freeze_severity,
     )
     policy = ledger.policy(args.service, args.env)
-    emit(args, {"policy": asdict(policy), **tx_data(receipt)},
-         f"policy for {args.service} in {args.env} is now version {policy.version}: {args.threshold} approvals"
-         f" from {args.min_orgs} organisations")
+    emit(args, {"policy": {**asdict(policy), "prior_environment": args.after or ""}, **tx_data(receipt)},
+         f"policy for {args.service} in {args.env} is now version {policy.version}: {counted(args.threshold, 'approval')}"
+         + (f" from at least {counted(args.min_orgs, 'organisation')}" if args.min_orgs else ", from any organisation"))
     return EXIT_OK
 
 
+def policy_data(ledger, policy) -> dict:
+    """A policy as the CLI shows it: the SDK's fields plus the prior environment by name (the chain
+    keeps only its hash; the name comes from the policy's PolicySet event)."""
+    key = policy.prior_environment_key
+    return {**asdict(policy), "prior_environment": ledger.prior_environment_name(policy.service, policy.environment, key) if key else ""}
+
+
 def cmd_policy_show(args) -> int:
-    policy = open_ledger(args, need_signer=False).policy(args.service, args.env)
+    ledger = open_ledger(args, need_signer=False)
+    policy = ledger.policy(args.service, args.env)
     if policy is None:
         emit(args, {"policy": None}, f"no policy for {args.service} in {args.env}: the gate denies everything")
         return EXIT_OK
+    data = policy_data(ledger, policy)
     if args.json:
-        emit(args, {"policy": asdict(policy)})
+        emit(args, {"policy": data})
     else:
-        for key, value in asdict(policy).items():
-            print(f"{key:20} {value}")
+        for key, value in data.items():
+            print(shown(f"{key:21} {value}"))
     return EXIT_OK
 
 
@@ -110,22 +123,22 @@ def add_commands(parsers) -> None:
     member = parsers.group("member")
     p = command("add", cmd_member_add, "add a member to an organisation (ADMIN)", member)
     p.add_argument("org", type=positive_int, help="organisation id")
-    p.add_argument("address")
+    p.add_argument("address", type=address, help="the member's account (0x...; mixed case must be a valid EIP-55 checksum)")
     p.add_argument("--role", action="append", help="grant a role too (repeatable): REGISTRAR, APPROVER, DEPLOYER, RESPONDER, ADMIN")
     p = command("remove", cmd_member_remove, "remove a member and its APPROVER role (ADMIN)", member)
-    p.add_argument("address")
+    p.add_argument("address", type=address, help="the member's account")
     command("list", cmd_member_list, "list members, organisations and roles", member)
 
     role = parsers.group("role")
     for name in ("grant", "revoke"):
         p = command(name, cmd_role, f"{name} a role (ADMIN)", role)
-        p.add_argument("role")
-        p.add_argument("address")
+        p.add_argument("role", help="REGISTRAR, APPROVER, DEPLOYER, RESPONDER or ADMIN")
+        p.add_argument("address", type=address, help="the account (0x...; mixed case must be a valid EIP-55 checksum)")
 
     policy = parsers.group("policy")
     p = command("set", cmd_policy_set, "set the approval policy of a service in an environment (ADMIN)", policy)
-    p.add_argument("service")
-    p.add_argument("env")
+    p.add_argument("service", help=SERVICE_HELP)
+    p.add_argument("env", help=ENV_HELP)
     p.add_argument("--threshold", type=int, required=True, help="approvals needed (M of N)")
     p.add_argument("--min-orgs", type=int, default=0, help="distinct organisations needed")
     p.add_argument("--ttl", type=duration, default=0, help="how long an approval stays valid (e.g. 7d; default forever)")
@@ -133,5 +146,5 @@ def add_commands(parsers) -> None:
     p.add_argument("--after", help="environment that must have completed a deployment of the artifact first")
     p.add_argument("--freeze-severity", type=int, default=0, help="open incidents of this severity or worse (1..4) freeze deployments; 0 never")
     p = command("show", cmd_policy_show, "show a policy", policy)
-    p.add_argument("service")
-    p.add_argument("env")
+    p.add_argument("service", help=SERVICE_HELP)
+    p.add_argument("env", help=ENV_HELP)

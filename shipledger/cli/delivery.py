@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 from shipledger.cli import EXIT_DENIED, EXIT_OK, emit, tx_data
-from shipledger.cli.shared import artifact_args, artifact_digest, book_path, duration, file_digest, open_ledger, positive_int
+from shipledger.cli.shared import (
+    ENV_HELP, SERVICE_HELP, artifact_args, artifact_digest, book_path, duration, file_digest, open_ledger,
+    positive_int,
+)
 from shipledger.errors import AddressBookError, UsageError
 
 
@@ -164,8 +167,8 @@ def add_commands(parsers) -> None:
     p = command("run", cmd_rollout, "roll out in steps; each step judged; pass promotes, marginal pauses, fail rolls back. "
                 "Exit 0 completed, 3 paused/rolled back, 1 stopped on an error", rollout)
     artifact_args(p)
-    p.add_argument("--service", required=True)
-    p.add_argument("--env", required=True)
+    p.add_argument("--service", required=True, help=SERVICE_HELP)
+    p.add_argument("--env", required=True, help=ENV_HELP)
     p.add_argument("--steps", default="10,50,100", help="percentages, increasing, ending at 100 (default 10,50,100)")
     p.add_argument("--interval", type=duration, required=True, help="wait at each step before judging (e.g. 5m)")
     p.add_argument("--analysis", required=True, metavar="CONFIG", help="canary config (YAML/JSON) with `source:` and metric queries")
@@ -181,5 +184,5 @@ def add_commands(parsers) -> None:
     p.add_argument("--state-dir", help=state_dir_help)
     p = command("abort", cmd_rollout, "roll back a rollout now (asks a running controller to)", rollout)
     p.add_argument("id", type=positive_int)
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", required=True, help="why (recorded on chain with the rollback)")
     p.add_argument("--state-dir", help=state_dir_help)

@@ -6,13 +6,17 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from shipledger.cli import EXIT_OK, emit, say, tx_data
-from shipledger.cli.shared import duration, file_digest, index_args, open_ledger, positive_int, synced_index
+from shipledger.cli.shared import (
+    ENV_HELP, SERVICE_HELP, duration, file_digest, index_args, open_ledger, positive_int, shown, synced_index,
+    warn_case_twins,
+)
 from shipledger.errors import UsageError
 
 
 def cmd_incident(args) -> int:
     ledger = open_ledger(args)
     if args.incident_command == "open":
+        warn_case_twins(ledger, services=[args.service], environments=[args.env])
         suspects, chosen = list(args.suspect or []), []
         if args.auto_suspect:
             chosen = _auto_suspects(args, ledger)
@@ -60,8 +64,8 @@ def _auto_suspects(args, ledger) -> list:
     if not chosen:
         say(args, f"auto-suspect: no deployment of {args.service} or its dependencies in {args.env} scores enough to suspect")
     for s in chosen:
-        say(args, f"auto-suspect: deployment {s.deployment_id} ({s.service} in {s.environment}), score {s.score}: "
-                  + "; ".join(s.reasons))
+        say(args, shown(f"auto-suspect: deployment {s.deployment_id} ({s.service} in {s.environment}), score {s.score}: "
+                        + "; ".join(s.reasons)))
     return chosen
 
 
@@ -82,17 +86,17 @@ def cmd_incident_suspects(args) -> int:
         emit(args, {"incident": asdict(incident), "window": args.window, "suspects": [asdict(s) for s in ranked]})
         return EXIT_OK
     opened = dt.datetime.fromtimestamp(incident.opened.timestamp, dt.timezone.utc).isoformat(timespec="seconds")
-    print(f"incident {incident.id} sev{incident.severity} {incident.service} in {incident.environment}, opened {opened}"
-          f" (block {incident.opened.block_number}): {incident.title}")
+    print(shown(f"incident {incident.id} sev{incident.severity} {incident.service} in {incident.environment}, opened {opened}"
+                f" (block {incident.opened.block_number}): {incident.title}"))
     if not ranked:
         window = f"{args.window // 3600}h" if args.window % 3600 == 0 else f"{args.window}s"
-        print(f"  no deployment of {incident.service} or its dependencies in {incident.environment} in the {window} before it")
+        print(shown(f"  no deployment of {incident.service} or its dependencies in {incident.environment} in the {window} before it"))
     for place, s in enumerate(ranked, 1):
         named = ", named when opened" if s.named else ""
-        print(f"{place:>3}. deployment {s.deployment_id}  {s.service} in {s.environment}  score {s.score}"
-              f"  ({s.state}, {s.digest[:19]}..{named})")
+        print(shown(f"{place:>3}. deployment {s.deployment_id}  {s.service} in {s.environment}  score {s.score}"
+                    f"  ({s.state}, {s.digest[:19]}..{named})"))
         for reason in s.reasons:
-            print(f"       {reason}")
+            print(shown(f"       {reason}"))
     return EXIT_OK
 
 
@@ -112,8 +116,8 @@ def add_commands(parsers) -> None:
 
     incident = parsers.group("incident")
     p = command("open", cmd_incident, "open an incident; prints its id", incident)
-    p.add_argument("--service", required=True)
-    p.add_argument("--env", required=True)
+    p.add_argument("--service", required=True, help=SERVICE_HELP)
+    p.add_argument("--env", required=True, help=ENV_HELP)
     p.add_argument("--severity", type=int, required=True, help="1 (most severe) to 4")
     p.add_argument("--title", required=True)
     p.add_argument("--suspect", type=positive_int, action="append", help="suspected deployment id (repeatable)")

@@ -12,7 +12,10 @@ import sys
 from pathlib import Path
 
 from shipledger.cli import EXIT_DENIED, EXIT_OK, emit, tx_data
-from shipledger.cli.shared import artifact_args, artifact_digest, book_path, duration, file_digest, load_signer, open_ledger, rpc_url
+from shipledger.cli.shared import (
+    ENV_HELP, SERVICE_HELP, artifact_args, artifact_digest, book_path, duration, file_digest, load_signer,
+    open_ledger, rpc_url, warn_case_twins,
+)
 from shipledger.errors import AddressBookError, UsageError, gate_sentence
 
 
@@ -34,10 +37,19 @@ def cmd_gate(args) -> int:
     path = book_path(args)
     try:
         book = json.loads(path.read_text())
+    except OSError as exc:
+        raise AddressBookError(f"cannot read address book {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise AddressBookError(f"address book {path} is not readable JSON: {exc}") from None
+    try:
         ledger_address = book["contracts"]["DeploymentLedger"]["address"]
         expected_chain = int(book["chain_id"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AddressBookError(f"address book {path} is missing or malformed: {exc}") from None
+        if not isinstance(ledger_address, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, IndexError):
+        # the gate checks the book's shape without eth_utils (its start-up time counts)
+        raise AddressBookError(f"address book {path} is malformed: it needs a numeric chain_id and"
+                               " contracts.DeploymentLedger.address") from None
     chain_id, code, answer = quick_batch(rpc_url(args, book), [
         ("eth_chainId", []),
         ("eth_getCode", [ledger_address, "latest"]),
@@ -48,11 +60,28 @@ def cmd_gate(args) -> int:
     if code in ("0x", ""):
         raise AddressBookError(f"no contract code at {ledger_address} on chain {expected_chain}")
     allowed, reason, details = decode_gate_answer(bytes.fromhex(answer.removeprefix("0x")))
+    if "environment_key" in details:  # denied for a prior environment: name it, not its hash
+        details = _name_prior_environment(details, book, rpc_url(args, book), args.service, args.env)
     emit(args, {"allowed": allowed, "reason": reason, "details": details, "digest": digest},
          f"{'ALLOWED' if allowed else 'DENIED'}: {args.service} {digest} to {args.env}: {gate_sentence(reason, details)}")
     return EXIT_OK if allowed else EXIT_DENIED
 
 
+def _name_prior_environment(details: dict, book: dict, url: str, service: str, environment: str) -> dict:
+    """The gate's details with the prior environment's name from the registry's PolicySet events; as
+    they were when those cannot be read (the answer, a denial, stands either way)."""
+    from shipledger._internal.gatecall import prior_environment_name
+    from shipledger._internal.rpc import quick_batch
+    from shipledger.errors import ShipledgerError
+
+    try:
+        registry = book["contracts"]["ReleaseRegistry"]["address"]
+        start = min(int(c.get("block", 0)) for c in book["contracts"].values())
+        name = prior_environment_name(lambda query: quick_batch(url, [("eth_getLogs", [query])], timeout=15)[0],
+                                      registry, start, service, environment, details["environment_key"])
+    except (ShipledgerError, KeyError, TypeError, ValueError, AttributeError):
+        return details
+    return {**details, "environment": name}
 
 
 def _spec_from_args(args, digest: str):
@@ -107,6 +136,7 @@ def cmd_register(args) -> int:
     spec = _spec_from_args(args, artifact_digest(args))
     ledger = open_ledger(args)
     parse_digest(spec.digest)
+    warn_case_twins(ledger, services=[spec.service])
     receipt = ledger.register(spec)
     text = (f"registered {args.service} {args.version} as {spec.digest}" if receipt
             else f"{args.service} {args.version} ({spec.digest}) was already registered: nothing sent")
@@ -117,6 +147,7 @@ def cmd_register(args) -> int:
 def _register_batch(args) -> int:
     specs = _specs_from_batch(args.batch)
     ledger = open_ledger(args)
+    warn_case_twins(ledger, services=sorted({s.service for s in specs}))
     progress = None
     if not args.json and sys.stderr.isatty():
         from rich.progress import Progress
@@ -169,7 +200,8 @@ def _sign_only(args, digest: str, decision: str) -> int:
         deadline=None if args.valid_for is None else int(__import__("time").time()) + args.valid_for,
     )
     Path(args.out).write_text(json.dumps(asdict(signed), indent=2) + "\n")
-    emit(args, {"out": args.out, **asdict(signed)}, f"signed a {decision} by {signer.address} into {args.out}; anyone may submit it")
+    emit(args, {"out": args.out, **asdict(signed)}, f"signed {'an approval' if decision == 'approve' else 'a rejection'} by {signer.address} into {args.out};"
+         " anyone may submit it")
     return EXIT_OK
 
 
@@ -212,8 +244,8 @@ def add_commands(parsers) -> None:
     command = parsers.command
     p = command("register", cmd_register)
     artifact_args(p)
-    p.add_argument("--service")
-    p.add_argument("--version")
+    p.add_argument("--service", help=SERVICE_HELP)
+    p.add_argument("--version", help="the artifact's version label, e.g. 1.4.2 (a version names one digest for good)")
     p.add_argument("--commit", help="source commit SHA (40 or 64 hex)")
     p.add_argument("--committed-at", type=int, help="commit time, unix seconds")
     p.add_argument("--uri", help="where the artifact lives")
@@ -223,13 +255,13 @@ def add_commands(parsers) -> None:
 
     p = command("revoke", cmd_revoke)
     artifact_args(p)
-    p.add_argument("--service", required=True)
-    p.add_argument("--reason", required=True)
+    p.add_argument("--service", required=True, help=SERVICE_HELP)
+    p.add_argument("--reason", required=True, help="why it is revoked (recorded on chain for everyone to read)")
 
     p = command("approve", cmd_approve)
     artifact_args(p)
-    p.add_argument("--service", required=True)
-    p.add_argument("--env", required=True)
+    p.add_argument("--service", required=True, help=SERVICE_HELP)
+    p.add_argument("--env", required=True, help=ENV_HELP)
     p.add_argument("--comment")
     p.add_argument("--sign-only", action="store_true", help="sign an EIP-712 approval offline instead of sending")
     p.add_argument("--out", help="where --sign-only writes the signature (JSON)")
@@ -241,16 +273,16 @@ def add_commands(parsers) -> None:
 
     p = command("reject", cmd_reject)
     artifact_args(p)
-    p.add_argument("--service", required=True)
-    p.add_argument("--env", required=True)
-    p.add_argument("--reason", required=True)
+    p.add_argument("--service", required=True, help=SERVICE_HELP)
+    p.add_argument("--env", required=True, help=ENV_HELP)
+    p.add_argument("--reason", required=True, help="why you veto it (recorded on chain; the veto stands until you withdraw it)")
 
     p = command("withdraw", cmd_withdraw)
     artifact_args(p)
-    p.add_argument("--service", required=True)
-    p.add_argument("--env", required=True)
+    p.add_argument("--service", required=True, help=SERVICE_HELP)
+    p.add_argument("--env", required=True, help=ENV_HELP)
 
     p = command("gate", cmd_gate)
     artifact_args(p)
-    p.add_argument("--service", required=True)
-    p.add_argument("--env", required=True)
+    p.add_argument("--service", required=True, help=SERVICE_HELP)
+    p.add_argument("--env", required=True, help=ENV_HELP)

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from shipledger.errors import AddressBookError, UsageError
+from shipledger.errors import AddressBookError, ShipledgerError, UsageError
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 DEFAULT_BOOK = Path("deployments") / "devnet.json"
@@ -34,11 +34,48 @@ def duration(text: str) -> int:
     return int(seconds)
 
 
+def address(text: str) -> str:
+    """An argparse type: an Ethereum address, checksummed (a wrong EIP-55 checksum is refused)."""
+    from shipledger._internal.names import parse_address
+
+    try:
+        return parse_address(text, "")
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
+
+
 def positive_int(text: str) -> int:
     """Ids and organisation numbers: 1 or more."""
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number from 1")
     return int(text)
+
+
+def counted(n: int, word: str) -> str:
+    """'1 approval', '2 approvals', '0 approvals'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# Characters that can make human output lie: C0 and C1 controls (a newline forges a row, an escape
+# sequence rewrites the terminal), the Unicode bidi controls (an override reorders what follows it)
+# and the line and paragraph separators.
+_UNSAFE = frozenset([*range(0x20), 0x7F, *range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F),
+                     *range(0x2066, 0x206A), 0x2028, 0x2029])
+
+
+def shown(text) -> str:
+    """Text from the chain or the index made safe for a line of human output: every character in
+    _UNSAFE becomes a visible escape (\\n, \\x1b, \\u202e). JSON and CSV output stay exact."""
+    text = str(text)
+    if not any(ord(c) in _UNSAFE for c in text):
+        return text
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return "".join(named.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   if ord(c) in _UNSAFE else c for c in text)
+
+
+SERVICE_HELP = "service name, exactly as registered (names are case-sensitive: api and API are two services)"
+ENV_HELP = "environment name, e.g. prod (case-sensitive)"
 
 
 def artifact_args(p, positional=True):
@@ -131,6 +168,25 @@ def open_ledger(args, need_signer: bool = True):
     return Ledger.connect(rpc_url(args, book), book, signer)
 
 
+def warn_case_twins(ledger, services=(), environments=()) -> None:
+    """Names are case-sensitive (the chain keys them by hash), so `API` and `api` are two services
+    with two policies. Refusing upper case would strand every name already on chain; instead warn,
+    on stderr, when a name differs only in case from one that a policy names: that is nearly always
+    a typo that would leave the real target without the record (an incident that freezes nothing)."""
+    wanted = [("service", n) for n in services if n] + [("environment", n) for n in environments if n]
+    if not wanted:
+        return
+    try:
+        known = dict(zip(("service", "environment"), ledger.policy_names()))
+    except ShipledgerError:
+        return  # a warning only: the command itself will say what is wrong with the node
+    for kind, name in wanted:
+        twins = sorted(k for k in known[kind] if k != name and k.lower() == name.lower())
+        if twins and name not in known[kind]:
+            print(shown(f"shipledger: warning: {kind} {name!r} differs only in case from {', '.join(map(repr, twins))},"
+                        f" which a policy names; names are case-sensitive, so these are different {kind}s"), file=sys.stderr)
+
+
 def sync_index(index, source, args, confirmations: int = 0):
     """Sync with a progress bar on a terminal (never with --json)."""
     if getattr(args, "json", False) or not sys.stderr.isatty():
@@ -170,7 +226,11 @@ def synced_index(args, source=None):
 
 
 def output_path(text: str) -> Path:
+    """Where --out writes. A symlink there is refused rather than followed or replaced: an export
+    landing in whatever file a link points at (in a shared directory, anyone's) is not what was asked."""
     path = Path(text)
+    if path.is_symlink():
+        raise UsageError(f"cannot write {path}: it is a symbolic link (give the real path)")
     if path.is_dir() or not path.parent.is_dir():
         raise UsageError(f"cannot write {path}: " + ("it is a directory" if path.is_dir() else f"{path.parent} does not exist"))
     return path

@@ -29,6 +29,7 @@ from eth_utils import to_checksum_address
 from shipledger._internal import artifacts
 from shipledger._internal.logs import decode_log
 from shipledger._internal.rpc import Rpc
+from shipledger._internal.files import created_mode
 from shipledger.errors import UsageError
 
 FORMATS = ("csv", "jsonl")
@@ -86,6 +87,7 @@ def write_export(rows: Iterable[dict], path: str | Path, fmt: str) -> int:
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     count = 0
     try:
+        os.fchmod(handle, created_mode())  # mkstemp's 0600 would ignore the umask
         with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
             if writer:

@@ -313,8 +313,11 @@ def write(report: DoraReport, path, meta: dict | None = None) -> None:
 
     path = Path(path)
     text = render(report, meta)
+    from shipledger._internal.files import created_mode
+
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, created_mode())  # mkstemp's 0600 would ignore the umask
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
         os.replace(tmp, path)

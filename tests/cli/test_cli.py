@@ -223,13 +223,15 @@ def test_policy_set_parses_durations_and_show_reads_it_back(dn):
         "service": service, "environment": ENV, "threshold": 2, "min_organisations": 2, "ttl": 7 * 86400,
         "min_wait": 3600, "freeze_severity": 2, "version": 1,
         "prior_environment_key": "0x" + Web3.keccak(text="staging").hex().removeprefix("0x"),
+        "prior_environment": "staging",  # by name, from the PolicySet event (the chain keeps the hash)
     }
     assert data["policy"] == expected and TX_KEYS <= set(data)
     assert ok(dn.run("policy", "show", service, ENV, "--json")) == {"policy": expected}
 
     again = ok(dn.as_("admin", "policy", "set", service, ENV, "--threshold", "1", "--ttl", "90m", "--json"))
     assert again["policy"]["version"] == 2 and again["policy"]["ttl"] == 5400
-    assert again["policy"]["prior_environment_key"] == "" and again["policy"]["min_wait"] == 0
+    assert again["policy"]["prior_environment_key"] == again["policy"]["prior_environment"] == ""
+    assert again["policy"]["min_wait"] == 0
 
 
 def test_policy_show_without_policy_prints_null(dn):
