@@ -13,6 +13,7 @@ from shipledger.errors import (
 from shipledger.models import (
     Artifact,
     ArtifactSpec,
+    BatchResult,
     Deployment,
     GateResult,
     HistoryEvent,
@@ -25,7 +26,7 @@ from shipledger.models import (
 )
 
 __all__ = [
-    "AddressBookError", "Artifact", "ArtifactSpec", "ConnectionFailed", "ContractRevert", "Denied",
+    "AddressBookError", "Artifact", "ArtifactSpec", "BatchResult", "ConnectionFailed", "ContractRevert", "Denied",
     "Deployment", "GateResult", "HistoryEvent", "Incident", "InvalidInput", "Ledger", "Policy",
     "ShipledgerError", "SignedApproval", "TargetState", "TransactionTimeout", "TxReceipt", "UsageError",
     "Vote", "sign_approval",

@@ -115,14 +115,18 @@ class TxSender:
             raise_decoded(exc)
         return self.send_data(tx.get("to"), tx["data"], tx["gas"])  # no "to": a contract creation
 
-    def send_data(self, to: str | None, data: bytes | str, gas: int) -> str:
-        """Sign and send a call whose data is already encoded (bulk paths skip web3's slow encoder)."""
+    def send_data(self, to: str | None, data: bytes | str, gas: int, on_signed=None) -> str:
+        """Sign and send a call whose data is already encoded (bulk paths skip web3's slow encoder).
+        on_signed(tx_hash) runs before each send: a caller interrupted during the send can still look
+        the transaction up, since the node may have it."""
         tx = {"data": data, "gas": gas, "value": 0, "chainId": self.chain_id, **self._fee_fields()}
         if to is not None:
             tx["to"] = to
         for attempt in (1, 2):
             tx["nonce"] = self._take_nonce()
             signed = self.account.sign_transaction(tx)
+            if on_signed is not None:
+                on_signed("0x" + bytes(signed.hash).hex())
             try:
                 return "0x" + self.w3.eth.send_raw_transaction(signed.raw_transaction).hex().removeprefix("0x")
             except Exception as exc:  # noqa: BLE001
