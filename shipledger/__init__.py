@@ -15,12 +15,12 @@ from shipledger.errors import (
     UsageError,
 )
 
-_MODELS = ("Artifact", "ArtifactSpec", "Deployment", "GateResult", "HistoryEvent", "Incident", "Policy",
+_MODELS = ("Artifact", "ArtifactSpec", "BatchResult", "Deployment", "GateResult", "HistoryEvent", "Incident", "Policy",
            "SignedApproval", "TargetState", "TxReceipt", "Vote")
 _CLIENT = ("Ledger", "sign_approval")
 
 __all__ = [
-    "AddressBookError", "Artifact", "ArtifactSpec", "ConnectionFailed", "ContractRevert", "Denied",
+    "AddressBookError", "Artifact", "ArtifactSpec", "BatchResult", "ConnectionFailed", "ContractRevert", "Denied",
     "Deployment", "GateResult", "HistoryEvent", "Incident", "InvalidInput", "Ledger", "Policy",
     "ShipledgerError", "SignedApproval", "TargetState", "TransactionTimeout", "TxReceipt", "UsageError",
     "Vote", "sign_approval",

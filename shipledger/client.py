@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping
 
-from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
@@ -18,6 +17,7 @@ from web3 import Web3
 from web3._utils.events import get_event_data
 
 from shipledger._internal import artifacts
+from shipledger._internal.batch import RegistrationBatch
 from shipledger._internal.book import load_address_book
 from shipledger._internal.chain import TxSender, call, connect, raise_decoded
 from shipledger._internal.revert import canonical_type
@@ -28,6 +28,7 @@ from shipledger.models import (
     EVENT_KINDS,
     Artifact,
     ArtifactSpec,
+    BatchResult,
     Decision,
     Deployment,
     DeploymentStatus,
@@ -43,11 +44,9 @@ from shipledger.models import (
     Vote,
 )
 
-REGISTER_BATCH_ARGS = "(bytes32,string,string,bytes32,uint64,bytes32,bytes32,string)[]"
-REGISTER_BATCH_SELECTOR = Web3.keccak(text=f"registerBatch({REGISTER_BATCH_ARGS})")[:4]
 ROLES = ("ADMIN", "REGISTRAR", "APPROVER", "DEPLOYER", "RESPONDER")
 LOG_RANGE = 5_000  # blocks per eth_getLogs call in Ledger.events
-BATCH_SIZE = 100  # artifacts per registerBatch transaction: ~5.3M gas, well under block limits
+MAX_URI_BYTES = 2048  # longer is not a portable URL; and one artifact must stay small next to a transaction
 VOTE_TYPES = {
     "EIP712Domain": [
         {"name": "name", "type": "string"},
@@ -356,7 +355,21 @@ class Ledger:
 
     @staticmethod
     def validate_spec(spec: ArtifactSpec) -> tuple:
-        """Check every field of an artifact; return it as the contract's ArtifactInput tuple."""
+        """Check every field of an artifact (types included: specs come from JSON too); return it as
+        the contract's ArtifactInput tuple."""
+        for key in ("digest", "service", "version", "commit", "provenance", "sbom", "uri"):
+            value = getattr(spec, key)
+            if not isinstance(value, str):
+                raise UsageError(f"{key} {value!r} must be a string")
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise UsageError(f"{key} {value!r} is not valid text (it holds a lone surrogate)") from None
+        if len(spec.uri.encode()) > MAX_URI_BYTES:
+            raise UsageError(f"uri is {len(spec.uri.encode())} bytes; at most {MAX_URI_BYTES} are allowed")
+        at = spec.committed_at
+        if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < 2**64:
+            raise UsageError(f"committed_at {at!r} must be a whole number of unix seconds from 0 to 2**64 - 1")
         check_name("service", spec.service)
         check_name("version", spec.version)
         return (
@@ -364,7 +377,7 @@ class Ledger:
             spec.service,
             spec.version,
             _commit_bytes(spec.commit),
-            int(spec.committed_at),
+            at,
             _optional_digest(spec.provenance),
             _optional_digest(spec.sbom),
             spec.uri,
@@ -378,31 +391,32 @@ class Ledger:
             return None  # a retried registration: already on the ledger
         return self._tx(self.registry.functions.register(item))[0]
 
-    def register_many(
-        self, specs: list[ArtifactSpec], batch_size: int = BATCH_SIZE, progress: Callable[[int], None] | None = None
-    ) -> list[TxReceipt]:
-        """Register many artifacts in registerBatch transactions, sent back to back (pipelined)
-        before waiting for their receipts. Records already on the ledger are no-ops on chain."""
+    def batch_registration(self, specs: list[ArtifactSpec], labels: list[str] | None = None) -> RegistrationBatch:
+        """Validate every artifact and check the batch against itself and the ledger, sending nothing:
+        what is registered identically is left out; a version or digest twice in the batch raises
+        UsageError, one that conflicts with the ledger its Denied error, each named by its label
+        (default "artifact N"). Then .send() registers the rest; see RegistrationBatch."""
         if self._sender is None:
             raise NoSigner("registering needs a signer")
-        items = [self.validate_spec(s) for s in specs]  # validate everything before sending anything
-        batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-        if not batches:
-            return []
-        # One estimate for a full batch; the rest reuse it (same shape, same storage writes). The
-        # calldata is encoded with eth_abi directly: web3's encoder is ~25x slower on big batches.
-        gas = int(self.registry.functions.registerBatch(batches[0]).estimate_gas({"from": self._sender.address}) * 1.25)
-        sent = []
-        for batch in batches:
-            data = REGISTER_BATCH_SELECTOR + abi_encode([REGISTER_BATCH_ARGS], [batch])
-            batch_gas = gas if len(batch) == len(batches[0]) else int(gas * len(batch) / len(batches[0])) + 50_000
-            sent.append((self._sender.send_data(self.registry.address, data, batch_gas), batch))
-        receipts = []
-        for tx_hash, batch in sent:
-            receipts.append(self._sender.wait(tx_hash, self.registry.functions.registerBatch(batch)))
-            if progress:
-                progress(len(batch))
-        return receipts
+        labels = list(labels) if labels is not None else [f"artifact {n}" for n in range(1, len(specs) + 1)]
+        items = []
+        for spec, label in zip(specs, labels, strict=True):
+            try:
+                items.append(self.validate_spec(spec))
+            except UsageError as exc:
+                raise UsageError(f"{label}: {exc}") from None
+        url = getattr(self.w3.provider, "endpoint_uri", None)
+        if not url:
+            raise UsageError("batch registration needs an HTTP JSON-RPC endpoint")
+        return RegistrationBatch(self._sender, self.registry.address, str(url), items, labels, self._sender.receipt_timeout)
+
+    def register_many(
+        self, specs: list[ArtifactSpec], progress: Callable[[int], None] | None = None, labels: list[str] | None = None
+    ) -> BatchResult:
+        """Register many artifacts in registerBatch transactions (sized by gas and bytes, each estimated),
+        a few in flight at a time. Only what is missing is sent, so running the same batch again after
+        an interruption finishes it, and once everything is there sends nothing."""
+        return self.batch_registration(specs, labels).send(progress)
 
     def revoke(self, digest: str, service: str, reason: str) -> TxReceipt:
         check_name("service", service)

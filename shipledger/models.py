@@ -47,6 +47,21 @@ class TxReceipt:
 
 
 @dataclass(frozen=True)
+class BatchResult:
+    """Where a batch registration stands; each artifact is in exactly one of the five counts."""
+
+    artifacts: int
+    registered: int  # recorded by this batch, confirmed
+    already: int  # already on the ledger identically: nothing sent, or a no-op on chain
+    pending: int  # handed to the node, no receipt yet: the node still mines them
+    failed: int  # in a transaction that reverted
+    not_sent: int
+    transactions: tuple[TxReceipt, ...] = ()  # confirmed
+    pending_transactions: tuple[str, ...] = ()  # hashes
+    resume_at: str | None = None  # label of the first artifact not confirmed; None when none is left
+
+
+@dataclass(frozen=True)
 class Artifact:
     digest: str  # "sha256:<hex>"
     service: str

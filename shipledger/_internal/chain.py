@@ -156,8 +156,10 @@ class TxSender:
             raise_decoded(exc)
         return self.send_data(tx.get("to"), tx["data"], tx["gas"])  # no "to": a contract creation
 
-    def send_data(self, to: str | None, data: bytes | str, gas: int) -> str:
-        """Sign and send a call whose data is already encoded (bulk paths skip web3's slow encoder)."""
+    def send_data(self, to: str | None, data: bytes | str, gas: int, on_signed=None) -> str:
+        """Sign and send a call whose data is already encoded (bulk paths skip web3's slow encoder).
+        on_signed(tx_hash) runs before each send: a caller interrupted during the send can still look
+        the transaction up, since the node may have it."""
         tx = {"data": data, "gas": gas, "value": 0, "chainId": self.chain_id, **self._fee_fields()}
         if to is not None:
             tx["to"] = to
@@ -166,6 +168,8 @@ class TxSender:
                 try:
                     tx["nonce"] = self._fresh_nonce()
                     signed = self.account.sign_transaction(tx)
+                    if on_signed is not None:
+                        on_signed("0x" + bytes(signed.hash).hex())
                     tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
                     self._next_nonce = tx["nonce"] + 1
                     return "0x" + tx_hash.hex().removeprefix("0x")

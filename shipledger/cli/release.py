@@ -94,36 +94,79 @@ def _spec_from_args(args, digest: str):
     )
 
 
-def _specs_from_batch(path: str):
-    from shipledger.client import Ledger
+BATCH_KEYS = ("digest", "artifact", "service", "version", "commit", "committed_at", "provenance", "sbom", "uri")
+BATCH_FORMAT = (
+    "one JSON object per line (UTF-8, blank lines skipped): \"service\" and \"version\" (strings), "
+    "\"digest\" (sha256:<64 hex>) or \"artifact\" (a path to hash, relative to the current directory), "
+    "and optionally \"commit\" (hex SHA), \"committed_at\" (unix seconds, an integer), \"provenance\" and "
+    "\"sbom\" (sha256: digests of those documents, not files as on the command line), \"uri\" (at most 2048 bytes)"
+)
+
+
+def _unique_keys(pairs):
+    keys = [k for k, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise UsageError(f"key {key!r} appears twice")
+    return dict(pairs)
+
+
+def _spec_from_line(item):
     from shipledger.digests import digest_path
     from shipledger.models import ArtifactSpec
 
+    if not isinstance(item, dict):
+        raise UsageError("each line must be a JSON object")
+    unknown = [k for k in item if k not in BATCH_KEYS]
+    if unknown:
+        raise UsageError(f"unknown key {unknown[0]!r}; the keys are {', '.join(BATCH_KEYS)}")
+    for key in ("service", "version"):
+        if key not in item:
+            raise UsageError(f"missing key {key!r}")
+    fields = {k: v for k, v in item.items() if v is not None or k in ("service", "version")}  # null: not given
+    if ("digest" in fields) == ("artifact" in fields):
+        raise UsageError('give "digest" or "artifact" (a path to hash), one of the two')
+    if "artifact" in fields:
+        path = fields.pop("artifact")
+        if not isinstance(path, str) or not path:
+            raise UsageError(f"artifact {path!r} must be a path")
+        if not Path(path).exists():
+            raise UsageError(f"artifact {path} does not exist")
+        fields["digest"] = digest_path(path)
+    return ArtifactSpec(**fields)
+
+
+def _specs_from_batch(path: str):
+    """The artifacts of a --batch file and their labels (FILE:LINE), every line checked."""
+    from shipledger.client import Ledger
+
     try:
-        lines = Path(path).read_text().splitlines()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read batch file {path}: {exc.strerror}") from None
-    specs = []
-    for number, line in enumerate(lines, 1):
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark, as some Windows tools write
+    specs, labels = [], []
+    # split on newlines only: JSON strings may hold U+2028 and other characters str.splitlines() splits on
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        label = f"{path}:{number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{label}: not UTF-8 text (byte {exc.start + 1} of the line)") from None
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-            if not isinstance(item, dict):
-                raise UsageError("each line must be a JSON object")
-            digest = item.get("digest") or digest_path(item["artifact"])
-            spec = ArtifactSpec(
-                digest=digest, service=item["service"], version=item["version"], commit=item.get("commit", ""),
-                committed_at=int(item.get("committed_at", 0)), provenance=item.get("provenance", ""),
-                sbom=item.get("sbom", ""), uri=item.get("uri", ""),
-            )
+            spec = _spec_from_line(json.loads(line, object_pairs_hook=_unique_keys))
             Ledger.validate_spec(spec)
-            specs.append(spec)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, UsageError) as exc:
-            raise UsageError(f"{path}:{number}: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{label}: not JSON: {exc.msg} at column {exc.colno}") from None
+        except (UsageError, ValueError) as exc:  # ValueError: an integer too long to parse
+            raise UsageError(f"{label}: {exc}") from None
+        specs.append(spec)
+        labels.append(label)
     if not specs:
         raise UsageError(f"{path} holds no artifacts")
-    return specs
+    return specs, labels
 
 
 def cmd_register(args) -> int:
@@ -145,25 +188,62 @@ def cmd_register(args) -> int:
 
 
 def _register_batch(args) -> int:
-    specs = _specs_from_batch(args.batch)
+    from shipledger.errors import ShipledgerError
+
+    specs, labels = _specs_from_batch(args.batch)
     ledger = open_ledger(args)
     warn_case_twins(ledger, services=sorted({s.service for s in specs}))
+    batch = ledger.batch_registration(specs, labels)  # refuses conflicts before sending anything
     progress = None
-    if not args.json and sys.stderr.isatty():
+    if batch.todo and not args.json and sys.stderr.isatty():
         from rich.progress import Progress
 
         bar = Progress(transient=True, console=None)
-        task = bar.add_task("registering", total=len(specs))
+        task = bar.add_task("registering", total=len(batch.todo))
         bar.start()
         progress = lambda n: bar.advance(task, n)  # noqa: E731
+    failure, code = None, EXIT_OK
     try:
-        receipts = ledger.register_many(specs, progress=progress)
+        batch.send(progress)
+    except KeyboardInterrupt:
+        failure, code = "interrupted", 130
+    except ShipledgerError as exc:
+        if all(chunk.state == "unsent" for chunk in batch.chunks):
+            raise  # refused before anything reached the node (a missing role, say): a plain error
+        failure, code = str(exc), exc.exit_code
     finally:
         if progress:
             bar.stop()
-    emit(args, {"artifacts": len(specs), "transactions": [asdict(r) for r in receipts]},
-         f"registered {len(specs)} artifacts in {len(receipts)} transactions")
-    return EXIT_OK
+    if failure:
+        batch.settle()
+    result = batch.result()
+    data = {
+        "artifacts": result.artifacts, "registered": result.registered, "already": result.already,
+        "failed": result.failed, "pending": result.pending, "not_sent": result.not_sent,
+        "resume_at": result.resume_at, "transactions": [asdict(r) for r in result.transactions],
+        "pending_transactions": list(result.pending_transactions), "error": failure,
+    }
+    if failure is None:
+        emit(args, data, f"registered {result.registered} artifacts in {len(result.transactions)} transactions"
+             + (f"; {result.already} were already registered" if result.already else "")
+             + ("; nothing sent" if not result.transactions else ""))
+        return EXIT_OK
+    text = f"shipledger: {failure}: {result.registered} artifacts confirmed"
+    if result.pending:
+        text += (f", {result.pending} sent but not yet confirmed (handed to the node, which still mines them"
+                 f" after this exit: {len(result.pending_transactions)} transactions)")
+    if result.failed:
+        text += f", {result.failed} in a transaction that reverted"
+    text += f", {result.not_sent} not sent"
+    if result.already:
+        text += f", {result.already} already registered"
+    if result.resume_at:
+        text += (f". Resume from {result.resume_at}: run the same command again, it skips every line"
+                 " already registered")
+    if args.json:
+        print(json.dumps(data))
+    print(text, file=sys.stderr)
+    return code
 
 
 def cmd_revoke(args) -> int:
@@ -251,7 +331,8 @@ def add_commands(parsers) -> None:
     p.add_argument("--uri", help="where the artifact lives")
     p.add_argument("--provenance", metavar="FILE", help="provenance document to hash")
     p.add_argument("--sbom", metavar="FILE", help="SBOM document to hash")
-    p.add_argument("--batch", metavar="FILE.jsonl", help="register many: one JSON object per line")
+    p.add_argument("--batch", metavar="FILE.jsonl", help=f"register many: {BATCH_FORMAT}. Lines already registered "
+                   "identically are skipped, so a rerun after an interruption sends only what is missing")
 
     p = command("revoke", cmd_revoke)
     artifact_args(p)

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from shipledger import ArtifactSpec, Ledger
 from shipledger.network.devnet import Anvil, dev_private_keys, free_port, rpc_call
-from shipledger.client import REGISTER_BATCH_SELECTOR
+from shipledger._internal.batch import REGISTER_BATCH_SELECTOR
 from shipledger.compliance.index import Index, IndexMismatch, event_types, record_tables, snake_case
 from support import ENV, digest_for, fails, ok, unique
 
