@@ -233,7 +233,7 @@ def test_conflicts_with_the_ledger_name_the_line_and_send_nothing(dn, tmp_path):
     version_taken = lines_for(service, 3, start=2)
     version_taken.insert(1, {"digest": digest_for("another build"), "service": service, "version": "1"})
     message = fails(dn.as_("registrar", "register", "--batch", write(tmp_path / "v.jsonl", version_taken), "--json"), 3,
-                    f"{tmp_path / 'v.jsonl'}:2:", f"{service} 1 is already registered with another digest (0x{recorded[7:]})",
+                    f"{tmp_path / 'v.jsonl'}:2:", f"{service} 1 is already registered with another digest ({recorded})",
                     "nothing was sent")
     one_line(message)
     digest_taken = lines_for(service, 2, start=10) + [{"digest": recorded, "service": service, "version": "9"}]

@@ -1,0 +1,44 @@
+"""The address book: which chain and which addresses the suite lives at (written by `suite deploy`).
+
+Apart from the client so that commands reading only the index can check it without importing web3.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from eth_utils import to_checksum_address
+
+from shipledger._internal import artifacts
+from shipledger.errors import AddressBookError
+
+
+def load_address_book(deployment: str | Path | dict) -> dict:
+    """Read and check the shape of an address book written by `suite deploy`."""
+    if isinstance(deployment, dict):
+        book = deployment
+    else:
+        path = Path(deployment)
+        try:
+            book = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise AddressBookError(f"address book {path} does not exist; deploy the suite or pass --deployment") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise AddressBookError(f"address book {path} is not readable JSON: {exc}") from None
+    where = f"address book {deployment}" if not isinstance(deployment, dict) else "the address book"
+    if not isinstance(book, dict):
+        raise AddressBookError(f"{where} is malformed: expected a JSON object, found {type(book).__name__}")
+    chain_id = book.get("chain_id")
+    if isinstance(chain_id, bool) or not isinstance(chain_id, (int, str)) or not str(chain_id).strip().isdigit():
+        raise AddressBookError(f"{where} is malformed: chain_id {'is missing' if chain_id is None else f'{chain_id!r} is not a number'}")
+    contracts = book.get("contracts")
+    for name in artifacts.SUITE:
+        entry = contracts.get(name) if isinstance(contracts, dict) else None
+        address = entry.get("address") if isinstance(entry, dict) else None
+        try:
+            to_checksum_address(address)
+        except (TypeError, ValueError):
+            problem = "is missing" if address is None else f"{address!r} is not an address"
+            raise AddressBookError(f"{where} is malformed: contracts.{name}.address {problem}") from None
+    return book

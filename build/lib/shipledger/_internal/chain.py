@@ -1,0 +1,213 @@
+"""web3 plumbing: a connection, local signing, nonces, gas, receipts and revert decoding."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no cross-process lock, the send retry alone keeps nonces right
+    fcntl = None
+
+import requests
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
+
+from shipledger._internal.revert import decode_revert
+from shipledger.errors import (
+    AddressBookError,
+    ConnectionFailed,
+    ShipledgerError,
+    TransactionTimeout,
+    UnknownRevert,
+    revert_error,
+)
+from shipledger.models import TxReceipt
+
+SEND_ATTEMPTS = 20  # fresh nonces tried while other senders (other machines) keep taking ours
+GAS_MARGIN = 1.25  # estimates are exact for the state they ran on; leave room for state changes
+RPC_TIMEOUT = 15  # seconds per JSON-RPC request
+
+
+def connect(rpc_url: str) -> Web3:
+    return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT}))
+
+
+def raise_decoded(exc: Exception):
+    """Turn a web3 revert or connection failure into the SDK's own error."""
+    if isinstance(exc, (ContractCustomError, ContractLogicError)):
+        data = exc.data if isinstance(exc.data, str) else None
+        decoded = decode_revert(data)
+        if decoded:
+            raise revert_error(*decoded) from None
+        raise UnknownRevert(f"the transaction reverted: {exc}") from None
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
+        raise ConnectionFailed(f"cannot reach the JSON-RPC node: {exc.__class__.__name__}") from None
+    raise exc
+
+
+def _is_taken_nonce(exc: Exception) -> bool:
+    """The node refused the transaction because another one holds its nonce: already mined ('nonce too
+    low', Besu 'NONCE_TOO_LOW') or waiting in the pool ('replacement transaction underpriced', Besu
+    'REPLACEMENT_UNDERPRICED')."""
+    text = str(exc).lower()
+    return any(s in text for s in ("nonce too low", "nonce_too_low", "replacement transaction underpriced",
+                                   "replacement_underpriced"))
+
+
+def state_home() -> Path:
+    """The per-user state directory: $XDG_STATE_HOME/shipledger, by default ~/.local/state/shipledger."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "shipledger"
+
+
+@contextmanager
+def key_lock(chain_id: int, address: str):
+    """Hold the per-user lock of one key on one chain (an flock on a file in state_home()/nonces).
+
+    Every process of this user that sends with the key takes it from reading the nonce until the node
+    has accepted the transaction, so pipelines sharing a key on one machine never race for a nonce.
+    Without a writable state directory the sender goes on unlocked: the retry in send_data covers it.
+    """
+    fd = None
+    if fcntl is not None:
+        try:
+            directory = state_home() / "nonces"
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory / f"{chain_id}-{address.lower()}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
+
+
+def call(fn, block: str | int = "latest", **tx):
+    """A read-only contract call with decoded errors."""
+    try:
+        return fn.call(tx or None, block_identifier=block)
+    except Exception as exc:  # noqa: BLE001 - re-raised as a typed error
+        try:
+            raise_decoded(exc)
+        except UnknownRevert:
+            # Our reads never revert without one of our errors; an undecodable one means the
+            # address is not the contract the book says it is (an operational error, not a denial).
+            raise AddressBookError(
+                f"reading {fn.fn_name} from {fn.address} reverted without a known error: "
+                "does the address book point at the right contract?"
+            ) from None
+
+
+class TxSender:
+    """Signs locally and sends; safe to share between threads and processes using one key.
+
+    Each send takes the key's lock (key_lock: threads of this process and other processes of this user
+    wait their turn), reads the node's pending count and sends; the lock is released once the node has
+    accepted the transaction, not when it is mined. A sender elsewhere (another machine) can still take
+    the nonce first: the node then refuses ours outright and we retry with a fresh one.
+    """
+
+    def __init__(self, w3: Web3, account: LocalAccount, chain_id: int, receipt_timeout: float = 120):
+        self.w3 = w3
+        self.account = account
+        self.chain_id = chain_id
+        self.receipt_timeout = receipt_timeout
+        self._lock = threading.Lock()
+        self._next_nonce: int | None = None
+        self._fees: dict | None = None
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    def _fresh_nonce(self) -> int:
+        """The next nonce; call with the key held. The node's pending count sees other processes'
+        sends; our own counter covers a node whose pending count lags behind what it accepted."""
+        pending = self.w3.eth.get_transaction_count(self.address, "pending")
+        return max(pending, self._next_nonce or 0)
+
+    def _fee_fields(self) -> dict:
+        if self._fees is None:
+            base_fee = self.w3.eth.get_block("latest").get("baseFeePerGas")
+            if base_fee is None:  # pre-London chains, e.g. a Besu network with free gas
+                self._fees = {"gasPrice": self.w3.eth.gas_price}
+            else:
+                tip = 1_000_000_000 if base_fee else 0
+                self._fees = {"maxFeePerGas": 2 * base_fee + tip, "maxPriorityFeePerGas": tip}
+        return self._fees
+
+    def send(self, fn, gas: int | None = None) -> str:
+        """Estimate, sign and send; return the transaction hash without waiting."""
+        try:
+            if gas is None:
+                gas = int(fn.estimate_gas({"from": self.address}) * GAS_MARGIN)
+            tx = fn.build_transaction({"from": self.address, "gas": gas, "nonce": 0, **self._fee_fields()})
+        except Exception as exc:  # noqa: BLE001
+            raise_decoded(exc)
+        return self.send_data(tx.get("to"), tx["data"], tx["gas"])  # no "to": a contract creation
+
+    def send_data(self, to: str | None, data: bytes | str, gas: int, on_signed=None) -> str:
+        """Sign and send a call whose data is already encoded (bulk paths skip web3's slow encoder).
+        on_signed(tx_hash) runs before each send: a caller interrupted during the send can still look
+        the transaction up, since the node may have it."""
+        tx = {"data": data, "gas": gas, "value": 0, "chainId": self.chain_id, **self._fee_fields()}
+        if to is not None:
+            tx["to"] = to
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            with self._lock, key_lock(self.chain_id, self.address):
+                try:
+                    tx["nonce"] = self._fresh_nonce()
+                    signed = self.account.sign_transaction(tx)
+                    if on_signed is not None:
+                        on_signed("0x" + bytes(signed.hash).hex())
+                    tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                    self._next_nonce = tx["nonce"] + 1
+                    return "0x" + tx_hash.hex().removeprefix("0x")
+                except Exception as exc:  # noqa: BLE001
+                    self._next_nonce = None
+                    # Only a refusal for the nonce is retried: the node did not take the transaction,
+                    # so sending it again with a fresh nonce cannot record it twice. Anything else
+                    # (a timeout among them: the node may have it) is raised.
+                    if not _is_taken_nonce(exc):
+                        raise_decoded(exc)
+            time.sleep(random.uniform(0, 0.05 * attempt))  # let the other sender through
+        raise ShipledgerError(
+            f"the node refused {SEND_ATTEMPTS} fresh nonces for {self.address}: another sender keeps "
+            "using this key; try again"
+        )
+
+    def wait(self, tx_hash: str, fn=None) -> TxReceipt:
+        """Wait for the receipt; a reverted transaction raises its decoded error."""
+        try:
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.1)
+        except TimeExhausted:
+            raise TransactionTimeout(
+                f"no receipt for {tx_hash} after {self.receipt_timeout:.0f}s; it may still be mined"
+            ) from None
+        except Exception as exc:  # noqa: BLE001
+            raise_decoded(exc)
+        if receipt.status != 1:
+            if fn is not None:  # replay at the block before to learn why
+                try:
+                    fn.call({"from": self.address}, block_identifier=receipt.blockNumber - 1)
+                except Exception as exc:  # noqa: BLE001
+                    raise_decoded(exc)
+            raise ShipledgerError(f"transaction {tx_hash} reverted in block {receipt.blockNumber}")
+        return TxReceipt(tx_hash=tx_hash, block_number=receipt.blockNumber, gas_used=receipt.gasUsed)
+
+    def transact(self, fn, gas: int | None = None) -> tuple[TxReceipt, object]:
+        """Send, wait, and return (our receipt, web3's receipt for event decoding)."""
+        tx_hash = self.send(fn, gas)
+        ours = self.wait(tx_hash, fn)
+        return ours, self.w3.eth.get_transaction_receipt(tx_hash)
+

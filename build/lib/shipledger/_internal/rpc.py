@@ -1,0 +1,168 @@
+"""One JSON-RPC client with batches, for the code that reads the chain in bulk: the index sync, the
+audit and verify-export. web3 sends one HTTP request per call; these send thousands of calls, so they
+go many to a request over one kept-alive session.
+
+`quick_batch` is the other way in: one batch over a plain socket, for the paths whose start-up time
+counts (the gate, the devnet's readiness check). urllib and http.client cost ~45 ms of imports
+(they pull in the email package); a socket costs ~8. This module imports requests only when an Rpc
+is made, for the same reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from shipledger.errors import ConnectionFailed
+
+TIMEOUT = 60  # seconds per HTTP request
+
+
+class Rpc:
+    """JSON-RPC over one kept-alive HTTP session, with batches.
+
+    `replies` hands back each call's reply as the node gave it, so a caller can act on an error (the
+    index shrinks a block range the node refuses); `batch`, `fetch` and `call` raise ConnectionFailed
+    on any error reply instead."""
+
+    def __init__(self, url: str, timeout: float = TIMEOUT):
+        import requests
+
+        self.url = url
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def replies(self, calls: list[tuple[str, list]], timeout: float | None = None) -> list[dict]:
+        """Replies in call order, each {'result': ...} or {'error': {...}}. Nodes say "too much"
+        either by timing out or by a gateway's HTTP error page instead of JSON, so both become error
+        replies (for every call of the batch); only a node that cannot be reached raises."""
+        import requests
+
+        if not calls:
+            return []
+        body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
+        try:
+            response = self.session.post(self.url, json=body, timeout=self.timeout if timeout is None else timeout)
+        except requests.exceptions.Timeout:
+            return [_error("request timed out")] * len(calls)
+        except requests.exceptions.RequestException as exc:
+            raise ConnectionFailed(f"cannot reach the JSON-RPC node at {self.url}: {exc.__class__.__name__}") from None
+        try:
+            replies = response.json()
+        except ValueError:
+            return [_error(f"HTTP {response.status_code}: {response.text[:200]}")] * len(calls)
+        if isinstance(replies, dict) and "error" in replies:  # a node that refuses the whole batch at once
+            return [replies] * len(calls)
+        if not isinstance(replies, list):
+            return [{"error": {"message": "bad batch reply"}}] * len(calls)
+        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
+        return [by_id.get(i, {"error": {"message": "no answer"}}) for i in range(len(calls))]
+
+    def batch(self, calls: list[tuple[str, list]]) -> list:
+        """Results in call order (None where the node has nothing, e.g. an unknown transaction)."""
+        results = []
+        for (method, _), reply in zip(calls, self.replies(calls)):
+            if "error" in reply:
+                raise ConnectionFailed(f"{method} failed: {error_text(reply)}")
+            results.append(reply.get("result"))
+        return results
+
+    def fetch(self, method: str, params_list: list[list], batch_size: int,
+              progress: Callable[[int], None] | None = None) -> list:
+        """batch() of one method over many parameter lists, batch_size calls per HTTP request (hosted
+        nodes cap batch sizes); progress(n) after each request, n the calls it held."""
+        results = []
+        for start in range(0, len(params_list), batch_size):
+            chunk = params_list[start : start + batch_size]
+            results.extend(self.batch([(method, params) for params in chunk]))
+            if progress:
+                progress(len(chunk))
+        return results
+
+    def call(self, method: str, params: list):
+        [result] = self.batch([(method, params)])
+        return result
+
+
+def error_text(reply: dict) -> str:
+    """The message of an error reply, for people."""
+    error = reply.get("error") or {}
+    return str(error.get("message", error)) if isinstance(error, dict) else str(error)
+
+
+def _error(message: str) -> dict:
+    return {"error": {"code": -32000, "message": message}}
+
+
+def quick_batch(url: str, calls: list[tuple[str, list]], timeout: float = TIMEOUT) -> list:
+    """Results in call order, from one HTTP/1.1 POST on a fresh socket; ConnectionFailed on any error
+    reply or when the node cannot be reached or answers with something that is not JSON-RPC."""
+    body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)])
+    try:
+        status, payload = _post(url, body.encode(), timeout)
+        replies = json.loads(payload)
+    except (OSError, ValueError) as exc:
+        raise ConnectionFailed(f"cannot reach the JSON-RPC node at {url}: {exc}") from None
+    if status != 200 and not isinstance(replies, (list, dict)):
+        raise ConnectionFailed(f"the JSON-RPC node at {url} answered HTTP {status}")
+    if not isinstance(replies, list):
+        replies = [replies]
+    by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
+    results = []
+    for i, (method, _) in enumerate(calls):
+        reply = by_id.get(i)
+        if reply is None or "error" in reply:
+            raise ConnectionFailed(f"{method} failed: {error_text(reply) if reply else 'no answer'}")
+        results.append(reply.get("result"))
+    return results
+
+
+def _post(url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+    """POST body as JSON; (status, response body). Handles Content-Length, chunked and
+    read-to-close responses, which is all a JSON-RPC node sends."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n")
+    if parts.username:  # basic auth in the URL, as web3 and requests accept it
+        import base64
+        from urllib.parse import unquote
+
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        head += f"Authorization: Basic {token}\r\n"
+    with socket.create_connection((parts.hostname, port), timeout=timeout) as sock:
+        if parts.scheme == "https":
+            import ssl
+
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+        sock.sendall(head.encode() + b"\r\n" + body)
+        data = bytearray()
+        while chunk := sock.recv(65536):
+            data += chunk
+    header, _, rest = bytes(data).partition(b"\r\n\r\n")
+    lines = header.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        rest = _unchunk(rest)
+    elif "content-length" in fields:
+        rest = rest[: int(fields["content-length"])]
+    return status, rest
+
+
+def _unchunk(data: bytes) -> bytes:
+    out, position = bytearray(), 0
+    while True:
+        end = data.index(b"\r\n", position)
+        size = int(data[position:end].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        out += data[end + 2 : end + 2 + size]
+        position = end + 2 + size + 2

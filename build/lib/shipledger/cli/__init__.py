@@ -1,0 +1,200 @@
+"""The `shipledger` command line: main, the global options, exit codes and output helpers.
+
+Each command group lives in its own module here and adds its own subcommands to the parser; main
+builds only the command that was asked for, because `shipledger gate` runs before every deployment and
+its start-up time counts. Human text goes to stderr; `--json` prints one JSON document to stdout.
+Exit codes: 0 ok, 1 operational error, 2 usage or bad input (an unknown id included), 3 denied. The
+gate fails closed: if it cannot get and decode an answer it exits 1, never 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from shipledger.errors import ShipledgerError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED = 0, 1, 2, 3
+
+# Top-level command -> (module of shipledger.cli that builds it, one line of help).
+COMMANDS = {
+    "devnet": ("network", "the embedded development chain"),
+    "suite": ("consortium", "deploy the contracts"),
+    "org": ("consortium", "organisations"),
+    "member": ("consortium", "consortium members"),
+    "role": ("consortium", "roles"),
+    "policy": ("consortium", "approval policies"),
+    "register": ("release", "register an artifact (REGISTRAR)"),
+    "revoke": ("release", "revoke (quarantine) an artifact (REGISTRAR)"),
+    "approve": ("release", "approve an artifact for an environment (APPROVER)"),
+    "approvals": ("release", "offline-signed approvals"),
+    "reject": ("release", "veto an artifact for an environment until withdrawn (APPROVER)"),
+    "withdraw": ("release", "withdraw your approval or rejection (APPROVER)"),
+    "gate": ("release", "may this artifact be deployed now? exit 0 allowed, 3 denied, 1 unknown"),
+    "deploy": ("deploy", "rollouts (DEPLOYER)"),
+    "incident": ("incident", "incidents (RESPONDER)"),
+    "canary": ("delivery", "canary analysis"),
+    "rollout": ("delivery", "progressive delivery judged by the canary (DEPLOYER; RESPONDER for incidents)"),
+    "status": ("compliance", "live artifact, rollout, open incidents and policy of a service in an environment"),
+    "history": ("compliance", "every recorded event, from the index (synced with the chain first)"),
+    "index": ("compliance", "the SQLite index of the ledger's events"),
+    "trace": ("compliance", "chain of custody of an artifact: registration, votes, deployments, verdicts, incidents"),
+    "audit": ("compliance", "re-check every deployment against the rules, the code and the index; exit 3 on findings"),
+    "export": ("compliance", "write the (filtered) history to CSV or JSON Lines, one record per event, atomically"),
+    "verify-export": ("compliance", "check every line of an export against the chain; exit 3 on any mismatch"),
+    "report": ("compliance", "DORA metrics of production as a self-contained HTML report (or --json)"),
+}
+GLOBAL_DEFAULTS = (("rpc", None), ("deployment", None), ("key_env", "SHIPLEDGER_PRIVATE_KEY"), ("keystore", None), ("json", False))
+
+
+# ---------------------------------------------------------------------- output
+
+def say(args, text: str) -> None:
+    if not args.json:
+        print(text, file=sys.stderr)
+
+
+def emit(args, data: dict, text: str | None = None) -> None:
+    """--json: the one JSON document on stdout; otherwise the sentence on stderr."""
+    if args.json:
+        print(json.dumps(data, default=str))
+    elif text:
+        print(text, file=sys.stderr)
+
+
+def tx_data(receipt) -> dict:
+    from dataclasses import asdict
+
+    return asdict(receipt) if receipt else {"tx_hash": None}
+
+
+# ---------------------------------------------------------------------- the parser
+
+class Parsers:
+    """What a command group module needs to add its commands: `command(name, handler, help, parent)`
+    makes a subcommand that takes the global options, `group(name)` a command with subcommands. With
+    `only` set, every other top-level command is skipped: its options are added to a stand-in."""
+
+    def __init__(self, sub, common, only: str | None = None):
+        self.sub, self.common, self.only = sub, common, only
+
+    def command(self, name, handler, help_text=None, parent=None):
+        if isinstance(parent, _NotBuilt) or (parent is None and self.only not in (None, name)):
+            return _NotBuilt()
+        help_text = help_text or COMMANDS[name][1]
+        # help is %-formatted by argparse, a description is not
+        p = (parent or self.sub).add_parser(name, parents=[self.common], help=help_text, description=help_text.replace("%%", "%"))
+        p.set_defaults(handler=handler)
+        return p
+
+    def group(self, name):
+        if self.only not in (None, name):
+            return _NotBuilt()
+        return self.sub.add_parser(name, help=COMMANDS[name][1]).add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+
+
+class _NotBuilt:
+    """The parser of a command that was not asked for: whatever is added to it is dropped."""
+
+    def add_argument(self, *args, **kwargs):
+        return None
+
+    def set_defaults(self, **kwargs):
+        return None
+
+
+def _version() -> str:
+    """The installed distribution's version, else (a source checkout not installed) pyproject's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("shipledger")
+    except metadata.PackageNotFoundError:
+        import re
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        match = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE) if pyproject.is_file() else None
+        return match.group(1) if match else "unknown"
+
+
+def _version_action():
+    import argparse
+
+    class VersionAction(argparse.Action):
+        """`shipledger --version`; the version is looked up only when asked (importlib.metadata
+        costs start-up time every other command, the gate first, would pay for nothing)."""
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"shipledger {_version()}")
+            parser.exit()
+
+    return VersionAction
+
+
+def build_parser(only: str | None = None):
+    """The whole parser, or with `only` (a top-level command) just that command: parsing `shipledger
+    gate ...` needs no other, and each parser costs about a millisecond to build."""
+    import argparse
+    import importlib
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--rpc", default=argparse.SUPPRESS, help="JSON-RPC URL (env SHIPLEDGER_RPC_URL)")
+    common.add_argument("--deployment", default=argparse.SUPPRESS, help="address book (env SHIPLEDGER_DEPLOYMENT; default deployments/devnet.json)")
+    common.add_argument("--key-env", default=argparse.SUPPRESS, metavar="VAR", help="environment variable holding the private key (default SHIPLEDGER_PRIVATE_KEY)")
+    common.add_argument("--keystore", default=argparse.SUPPRESS, metavar="FILE", help="encrypted keystore (password from SHIPLEDGER_KEYSTORE_PASSWORD or a prompt)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document to stdout")
+
+    parser = argparse.ArgumentParser(prog="shipledger", parents=[common], description="Provably approved deployments on a consortium EVM chain.")
+    parser.add_argument("--version", action=_version_action(), nargs=0, help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if only not in COMMANDS:
+        only = None
+    parsers = Parsers(sub, common, only)
+    modules = [COMMANDS[only][0]] if only else list(dict.fromkeys(m for m, _ in COMMANDS.values()))
+    for module in modules:
+        importlib.import_module(f"shipledger.cli.{module}").add_commands(parsers)
+    return parser
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The top-level command in argv: the first word that is not an option or an option's value."""
+    takes_value = {"--rpc", "--deployment", "--key-env", "--keystore"}
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in takes_value:
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_word(argv)).parse_args(argv)
+    for name, default in GLOBAL_DEFAULTS:
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    try:
+        code = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows up here rather than at exit, where it can still be handled
+        return code
+    except BrokenPipeError:
+        # The reader went away (`shipledger history --json | head`): nothing is wrong with the command.
+        # Point stdout at /dev/null so Python's own flush at exit does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except ShipledgerError as exc:
+        print(f"shipledger: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("shipledger: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure: one line, no traceback unless asked
+        if os.environ.get("SHIPLEDGER_DEBUG"):
+            raise
+        print(f"shipledger: internal error: {exc.__class__.__name__}: {exc} (set SHIPLEDGER_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_ERROR

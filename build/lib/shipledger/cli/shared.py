@@ -1,0 +1,236 @@
+"""What every command group shares: argument types, the artifact an invocation names, the address
+book, the signer and the ledger, and the index. Inputs are checked here once, at the edge, and
+handed to the SDK as its own types.
+
+Imports stay light at the top (the gate's path goes through here); the SDK loads inside functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from shipledger.errors import AddressBookError, ShipledgerError, UsageError
+
+DEFAULT_RPC = "http://127.0.0.1:8545"
+DEFAULT_BOOK = Path("deployments") / "devnet.json"
+
+
+# ---------------------------------------------------------------------- argument types and shared options
+
+def duration(text: str) -> int:
+    """An argparse type: '90', '90s', '15m', '24h', '7d' -> whole seconds (0 allowed: "forever")."""
+    from shipledger._internal.names import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds != int(seconds):
+        raise argparse.ArgumentTypeError(f"{text!r}: the chain counts whole seconds")
+    return int(seconds)
+
+
+def address(text: str) -> str:
+    """An argparse type: an Ethereum address, checksummed (a wrong EIP-55 checksum is refused)."""
+    from shipledger._internal.names import parse_address
+
+    try:
+        return parse_address(text, "")
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
+
+
+def positive_int(text: str) -> int:
+    """Ids and organisation numbers: 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number from 1")
+    return int(text)
+
+
+def counted(n: int, word: str) -> str:
+    """'1 approval', '2 approvals', '0 approvals'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# Characters that can make human output lie: C0 and C1 controls (a newline forges a row, an escape
+# sequence rewrites the terminal), the Unicode bidi controls (an override reorders what follows it)
+# and the line and paragraph separators.
+_UNSAFE = frozenset([*range(0x20), 0x7F, *range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F),
+                     *range(0x2066, 0x206A), 0x2028, 0x2029])
+
+
+def shown(text) -> str:
+    """Text from the chain or the index made safe for a line of human output: every character in
+    _UNSAFE becomes a visible escape (\\n, \\x1b, \\u202e). JSON and CSV output stay exact."""
+    text = str(text)
+    if not any(ord(c) in _UNSAFE for c in text):
+        return text
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return "".join(named.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   if ord(c) in _UNSAFE else c for c in text)
+
+
+SERVICE_HELP = "service name, exactly as registered (names are case-sensitive: api and API are two services)"
+ENV_HELP = "environment name, e.g. prod (case-sensitive)"
+
+
+def artifact_args(p, positional=True):
+    """ARTIFACT (a path to hash) and --digest: the two ways to name an artifact."""
+    if positional:
+        p.add_argument("artifact", nargs="?", help="file or directory to hash")
+    p.add_argument("--digest", help="sha256:<64 hex> instead of a path")
+
+
+def index_args(parser) -> None:
+    """--db and --no-sync for every command that reads the index."""
+    parser.add_argument("--db", default=None, metavar="PATH", help="index database (default .shipledger/index.sqlite)")
+    parser.add_argument("--no-sync", action="store_true", help="read the index as it is, without syncing it first")
+
+
+def artifact_digest(args) -> str:
+    """The digest named by --digest or computed from the ARTIFACT path."""
+    from shipledger._internal.names import format_digest, parse_digest
+
+    if getattr(args, "digest", None):
+        if getattr(args, "artifact", None):
+            raise UsageError("name the artifact by a path or by --digest, not both")
+        return format_digest(parse_digest(args.digest))
+    if not getattr(args, "artifact", None):
+        raise UsageError("name the artifact by a path or by --digest sha256:<hex>")
+    from shipledger.digests import digest_path
+
+    return digest_path(args.artifact)
+
+
+def file_digest(path: str | None) -> str:
+    if not path:
+        return ""
+    from shipledger.digests import digest_path
+
+    if not Path(path).is_file():
+        raise UsageError(f"{path} is not a file")
+    return digest_path(path)
+
+
+def book_path(args) -> Path:
+    value = args.deployment or os.environ.get("SHIPLEDGER_DEPLOYMENT")
+    if value:
+        return Path(value)
+    if DEFAULT_BOOK.is_file():
+        return DEFAULT_BOOK
+    raise AddressBookError("no address book: pass --deployment FILE, set SHIPLEDGER_DEPLOYMENT, or run `shipledger devnet up`")
+
+
+def rpc_url(args, book: dict | None = None) -> str:
+    return args.rpc or os.environ.get("SHIPLEDGER_RPC_URL") or (book or {}).get("rpc_url") or DEFAULT_RPC
+
+
+def load_signer(args):
+    """The signing account from --keystore or the key environment variable; None if neither is set."""
+    from eth_account import Account
+
+    if args.keystore:
+        try:
+            keystore = json.loads(Path(args.keystore).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"cannot read keystore {args.keystore}: {exc}") from None
+        password = os.environ.get("SHIPLEDGER_KEYSTORE_PASSWORD")
+        if password is None:
+            if not sys.stdin.isatty():
+                raise UsageError("set SHIPLEDGER_KEYSTORE_PASSWORD: no terminal to ask for the keystore password")
+            import getpass
+
+            password = getpass.getpass(f"password for {args.keystore}: ")
+        try:
+            return Account.from_key(Account.decrypt(keystore, password))
+        except ValueError:
+            raise UsageError(f"wrong password for keystore {args.keystore}") from None
+    key = os.environ.get(args.key_env)
+    if not key:
+        return None
+    try:
+        return Account.from_key(key.strip())
+    except (ValueError, TypeError):
+        raise UsageError(f"${args.key_env} does not hold a valid private key") from None
+
+
+def open_ledger(args, need_signer: bool = True):
+    from shipledger.client import Ledger, load_address_book
+
+    book = load_address_book(book_path(args))
+    signer = load_signer(args)
+    if need_signer and signer is None:
+        raise UsageError(f"this command sends a transaction: set ${args.key_env} or pass --keystore FILE")
+    return Ledger.connect(rpc_url(args, book), book, signer)
+
+
+def warn_case_twins(ledger, services=(), environments=()) -> None:
+    """Names are case-sensitive (the chain keys them by hash), so `API` and `api` are two services
+    with two policies. Refusing upper case would strand every name already on chain; instead warn,
+    on stderr, when a name differs only in case from one that a policy names: that is nearly always
+    a typo that would leave the real target without the record (an incident that freezes nothing)."""
+    wanted = [("service", n) for n in services if n] + [("environment", n) for n in environments if n]
+    if not wanted:
+        return
+    try:
+        known = dict(zip(("service", "environment"), ledger.policy_names()))
+    except ShipledgerError:
+        return  # a warning only: the command itself will say what is wrong with the node
+    for kind, name in wanted:
+        twins = sorted(k for k in known[kind] if k != name and k.lower() == name.lower())
+        if twins and name not in known[kind]:
+            print(shown(f"shipledger: warning: {kind} {name!r} differs only in case from {', '.join(map(repr, twins))},"
+                        f" which a policy names; names are case-sensitive, so these are different {kind}s"), file=sys.stderr)
+
+
+def sync_index(index, source, args, confirmations: int = 0):
+    """Sync with a progress bar on a terminal (never with --json)."""
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        return index.sync(source, confirmations=confirmations)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=Console(stderr=True)) as bar:  # stdout is for the command's output
+        task = bar.add_task("indexing blocks", total=None)
+        return index.sync(source, confirmations=confirmations,
+                          progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def index_source(args):
+    """Where an index sync reads: the node and the suite of the address book, checked without web3."""
+    from shipledger._internal.book import load_address_book
+    from shipledger.compliance.index import Endpoint
+
+    book = load_address_book(book_path(args))
+    return Endpoint.connect(rpc_url(args, book), book)
+
+
+def synced_index(args, source=None):
+    """The index at args.db, synced first unless args.no_sync from `source` (an index Endpoint or a
+    connected Ledger; by default the address book's, see index_source)."""
+    from shipledger.compliance.index import DEFAULT_DB, Index
+
+    index = Index.open(getattr(args, "db", None) or DEFAULT_DB)
+    if getattr(args, "no_sync", False):
+        return index
+    try:
+        sync_index(index, source or index_source(args), args, getattr(args, "confirmations", 0) or 0)
+    except BaseException:
+        index.close()
+        raise
+    return index
+
+
+def output_path(text: str) -> Path:
+    """Where --out writes. A symlink there is refused rather than followed or replaced: an export
+    landing in whatever file a link points at (in a shared directory, anyone's) is not what was asked."""
+    path = Path(text)
+    if path.is_symlink():
+        raise UsageError(f"cannot write {path}: it is a symbolic link (give the real path)")
+    if path.is_dir() or not path.parent.is_dir():
+        raise UsageError(f"cannot write {path}: " + ("it is a directory" if path.is_dir() else f"{path.parent} does not exist"))
+    return path

@@ -1,0 +1,1 @@
+"""Compliance: the SQLite event index, trace, audit, export and its verification, DORA metrics and the report."""

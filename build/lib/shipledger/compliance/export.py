@@ -1,0 +1,330 @@
+"""Exports of the indexed history (CSV or JSON Lines) and their verification against the chain.
+
+An export holds one record per event, in chain order, with where the event sits on the chain (block
+number and hash, transaction hash, log index, emitting address) and every decoded argument. The
+arguments are written as one JSON object (`args`) exactly as the index holds them (see
+index-spec: addresses checksummed, bytes as 0x-hex, integers as JSON numbers, structs as objects).
+In CSV that object is one column: a spreadsheet opens the file as is (and free text such as a
+comment cannot start a cell with `=`), and `verify-export` reads the same cell back.
+
+`verify_export` needs only a JSON-RPC node: it re-fetches every record's transaction receipt and
+block header in batches, re-decodes the log at the record's index with the suite's ABIs and compares
+every field. It proves each line is on the chain; it cannot prove that no line was left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eth_utils import to_checksum_address
+
+from shipledger._internal import artifacts
+from shipledger._internal.logs import decode_log
+from shipledger._internal.rpc import Rpc
+from shipledger._internal.files import created_mode
+from shipledger.errors import UsageError
+
+FORMATS = ("csv", "jsonl")
+# Columns in file order. `time` is `timestamp` written for people (UTC, ISO 8601).
+COLUMNS = ("block_number", "block_hash", "tx_hash", "log_index", "timestamp", "time", "address", "contract",
+           "event", "kind", "service", "environment", "args")
+BATCH_SIZE = 250  # JSON-RPC requests per HTTP batch: few round trips, replies of a few MB at most
+_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+# ---------------------------------------------------------------------- writing
+
+def records(index, events: Iterable) -> Iterator[dict]:
+    """Export records for HistoryEvents returned by Index.history(...): the filters are the index's,
+    the rows (block hash, address, contract, event name, raw args) come from its events table."""
+    wanted = [(e.block_number, e.log_index) for e in events]
+    if not wanted:
+        return
+    rows = {}
+    query = "SELECT * FROM events WHERE block_number BETWEEN ? AND ? ORDER BY block_number, log_index"
+    keys = set(wanted)
+    for row in index.db.execute(query, (wanted[0][0], wanted[-1][0])):  # one scan, not a query per record
+        if (row["block_number"], row["log_index"]) in keys:
+            rows[(row["block_number"], row["log_index"])] = row
+    for key in wanted:
+        row = rows.get(key)
+        if row is None:  # the index changed under us: never export a record we cannot back
+            raise UsageError(f"event at block {key[0]} log {key[1]} is missing from the index")
+        yield {
+            "block_number": row["block_number"], "block_hash": row["block_hash"], "tx_hash": row["tx_hash"],
+            "log_index": row["log_index"], "timestamp": row["timestamp"], "time": iso_time(row["timestamp"]),
+            "address": row["address"], "contract": row["contract"], "event": row["event"], "kind": row["kind"],
+            "service": row["service"], "environment": row["environment"], "args": json.loads(row["args"]),
+        }
+
+
+def iso_time(timestamp: int) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def args_json(args: dict) -> str:
+    """The canonical text of an args object (sorted keys, no spaces): what CSV cells hold."""
+    return json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def write_export(rows: Iterable[dict], path: str | Path, fmt: str) -> int:
+    """Write records to path atomically (a temporary file beside it, then os.replace): a failure at
+    any point leaves the previous file, or none, never half an export. Returns the record count."""
+    if fmt not in FORMATS:
+        raise UsageError(f"format {fmt!r} must be one of {', '.join(FORMATS)}")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UsageError(f"directory {path.parent} does not exist")
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        os.fchmod(handle, created_mode())  # mkstemp's 0600 would ignore the umask
+        with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+            if writer:
+                writer.writerow(COLUMNS)
+            for row in rows:
+                if writer:
+                    writer.writerow([args_json(row["args"]) if c == "args" else row[c] for c in COLUMNS])
+                else:
+                    out.write(json.dumps({c: row[c] for c in COLUMNS}, ensure_ascii=False) + "\n")
+                count += 1
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+# ---------------------------------------------------------------------- reading
+
+@dataclass
+class Line:
+    """One record of an export file, or why it could not be read."""
+
+    number: int  # line number in the file (a CSV's header is line 1)
+    record: dict | None
+    problem: str = ""
+
+
+def read_export(path: str | Path) -> list[Line]:
+    """Records of a CSV or JSONL export (told apart by the first character: `{` is JSONL)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    if not text.strip():
+        raise UsageError(f"{path} is empty")
+    return _read_jsonl(text) if text.lstrip().startswith("{") else _read_csv(text, path)
+
+
+def _read_jsonl(text: str) -> list[Line]:
+    lines = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            lines.append(Line(number, None, f"not JSON: {exc.msg}"))
+            continue
+        lines.append(Line(number, record) if isinstance(record, dict) else Line(number, None, "not a JSON object"))
+    return lines
+
+
+def _read_csv(text: str, path: Path) -> list[Line]:
+    reader = csv.reader(text.splitlines(keepends=True))
+    header = next(reader, None)
+    if header is None or "args" not in header or "block_number" not in header:
+        raise UsageError(f"{path} is neither a JSONL export nor a CSV export with a header row")
+    lines, number = [], reader.line_num
+    for cells in reader:
+        number_of_row, number = number + 1, reader.line_num  # a row starts right after the previous one
+        if not cells:
+            continue
+        if len(cells) != len(header):
+            lines.append(Line(number_of_row, None, f"has {len(cells)} cells, the header has {len(header)}"))
+            continue
+        record: dict = dict(zip(header, cells))
+        try:
+            record["args"] = json.loads(record["args"])
+        except json.JSONDecodeError as exc:
+            lines.append(Line(number_of_row, None, f"args is not JSON: {exc.msg}"))
+            continue
+        for name in ("block_number", "log_index", "timestamp"):
+            value = record.get(name)
+            if isinstance(value, str) and value.isdigit():
+                record[name] = int(value)
+        lines.append(Line(number_of_row, record))
+    return lines
+
+
+# ---------------------------------------------------------------------- verifying
+
+@dataclass
+class Mismatch:
+    line: int
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VerifyResult:
+    lines: int
+    mismatches: list[Mismatch]
+    transactions: int
+    blocks: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def _canonical(value) -> str:
+    """Values compare by their JSON text, so `true` never equals `1` nor "5" equal 5."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _shape_problems(record: dict) -> list[str]:
+    problems = []
+    for name in ("block_number", "log_index", "timestamp"):
+        value = record.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problems.append(f"{name} {value!r} is not a whole number")
+    for name in ("block_hash", "tx_hash"):
+        if not isinstance(record.get(name), str) or not _HASH.match(record[name]):
+            problems.append(f"{name} {record.get(name)!r} is not a 32-byte 0x-hex hash")
+    if not isinstance(record.get("address"), str) or not _ADDRESS.match(record["address"]):
+        problems.append(f"address {record.get('address')!r} is not an address")
+    if not isinstance(record.get("args"), dict):
+        problems.append("args is missing or not a JSON object")
+    for name in ("contract", "event", "kind", "service", "environment"):
+        if not isinstance(record.get(name), str):
+            problems.append(f"{name} is missing")
+    return problems
+
+
+def _names_problems(record: dict, args: dict) -> list[str]:
+    """service/environment are resolved names, not log fields: check them against what the log commits
+    to (the names themselves, or keccak keys of them)."""
+    from shipledger.client import target_key
+
+    service, environment = record["service"], record["environment"]
+    problems = []
+    if "target" in args:
+        if "0x" + target_key(service, environment).hex() != args["target"]:
+            problems.append(f"service/environment {service!r}/{environment!r} do not match the log's target {args['target']}")
+        return problems
+    for name, value in (("service", service), ("environment", environment)):
+        expected = args.get(name, "")
+        if isinstance(expected, str) and value != expected:
+            problems.append(f"{name}: file has {value!r}, chain has {expected!r}")
+    return problems
+
+
+def check_record(record: dict, receipt: dict | None, header: dict | None, suite: dict[str, str] | None = None) -> list[str]:
+    """Every way one record differs from the chain; [] when it matches. `suite` maps lower-case
+    addresses to contract names (from an address book) to also flag logs of other contracts."""
+    from shipledger.models import EVENT_KINDS
+
+    problems = _shape_problems(record)
+    if problems:
+        return problems
+    number, log_index, tx_hash = record["block_number"], record["log_index"], record["tx_hash"]
+    if header is None:
+        problems.append(f"block {number} does not exist on this chain")
+    else:
+        if header["hash"].lower() != record["block_hash"].lower():
+            problems.append(f"block_hash: file has {record['block_hash']}, chain has {header['hash']} at block {number}")
+        chain_time = int(header["timestamp"], 16)
+        if chain_time != record["timestamp"]:
+            problems.append(f"timestamp: file has {record['timestamp']}, block {number} has {chain_time}")
+    if "time" in record and record["time"] != iso_time(record["timestamp"]):
+        problems.append(f"time {record['time']!r} is not timestamp {record['timestamp']}")
+    if receipt is None:
+        return problems + [f"transaction {tx_hash} does not exist on this chain"]
+    if int(receipt["blockNumber"], 16) != number or receipt["blockHash"].lower() != record["block_hash"].lower():
+        problems.append(f"transaction {tx_hash} is in block {int(receipt['blockNumber'], 16)} ({receipt['blockHash']}), "
+                        f"not block {number} ({record['block_hash']})")
+    logs = {int(log["logIndex"], 16): log for log in receipt.get("logs", [])}
+    log = logs.get(log_index)
+    if log is None:
+        held = ", ".join(map(str, sorted(logs))) or "none"
+        return problems + [f"no log at index {log_index} in transaction {tx_hash} (its logs: {held})"]
+    if log["address"].lower() != record["address"].lower():
+        problems.append(f"address: file has {record['address']}, the log is from {to_checksum_address(log['address'])}")
+    if suite is not None and record["address"].lower() not in suite:
+        problems.append(f"address {record['address']} is not a contract of the suite in the address book")
+    elif suite is not None and suite[record["address"].lower()] != record["contract"]:
+        problems.append(f"contract: file has {record['contract']!r}, the address book has {suite[record['address'].lower()]!r} there")
+    try:
+        contract, event, args = decode_log(log)
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is a finding about this line
+        return problems + [f"log {log_index} does not decode as the suite's event: {exc}"]
+    for name, chain_value in (("contract", contract), ("event", event)):
+        if record[name] != chain_value:
+            problems.append(f"{name}: file has {record[name]!r}, the log is {chain_value!r}")
+    if event in EVENT_KINDS and record["kind"] != EVENT_KINDS[event]:
+        problems.append(f"kind: file has {record['kind']!r}, {event} is {EVENT_KINDS[event]!r}")
+    for name in sorted(set(args) | set(record["args"])):
+        if name not in record["args"]:
+            problems.append(f"args.{name} is missing (chain has {_canonical(args[name])})")
+        elif name not in args:
+            problems.append(f"args.{name} is not a field of {event}")
+        elif _canonical(record["args"][name]) != _canonical(args[name]):
+            problems.append(f"args.{name}: file has {_canonical(record['args'][name])}, chain has {_canonical(args[name])}")
+    return problems + _names_problems(record, args)
+
+
+def verify_export(
+    path: str | Path, rpc_url: str, *, book: dict | None = None, batch_size: int = BATCH_SIZE,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyResult:
+    """Check every line of an export against the chain at rpc_url. progress(done, total) counts
+    JSON-RPC requests."""
+    lines = read_export(path)
+    mismatches = [Mismatch(line.number, [line.problem]) for line in lines if line.record is None]
+    readable = [(line, _shape_problems(line.record)) for line in lines if line.record is not None]
+    for line, problems in readable:
+        if problems:
+            mismatches.append(Mismatch(line.number, problems))
+    good = [line for line, problems in readable if not problems]
+    tx_hashes = sorted({line.record["tx_hash"].lower() for line in good})
+    numbers = sorted({line.record["block_number"] for line in good})
+    total, done = len(tx_hashes) + len(numbers), 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
+    rpc = Rpc(rpc_url)
+    receipts = dict(zip(tx_hashes, rpc.fetch("eth_getTransactionReceipt", [[h] for h in tx_hashes], batch_size, step)))
+    headers = dict(zip(numbers, rpc.fetch("eth_getBlockByNumber", [[hex(n), False] for n in numbers], batch_size, step)))
+    suite = None
+    if book is not None:
+        suite = {c["address"].lower(): name for name, c in book["contracts"].items() if name in artifacts.SUITE}
+    seen: dict[tuple[int, int], int] = {}
+    for line in good:
+        record = line.record
+        problems = check_record(record, receipts[record["tx_hash"].lower()], headers[record["block_number"]], suite)
+        key = (record["block_number"], record["log_index"])
+        if key in seen:
+            problems.append(f"duplicate of line {seen[key]} (same block and log index)")
+        seen.setdefault(key, line.number)
+        if problems:
+            mismatches.append(Mismatch(line.number, problems))
+    mismatches.sort(key=lambda m: m.line)
+    return VerifyResult(lines=len(lines), mismatches=mismatches, transactions=len(tx_hashes), blocks=len(numbers))

@@ -1,0 +1,1 @@
+"""The chains the CLI starts for you: the embedded anvil devnet today."""

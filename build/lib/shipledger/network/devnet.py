@@ -1,0 +1,324 @@
+"""Start and stop anvil, the embedded development chain.
+
+The anvil binary comes from the npm package @foundry-rs/anvil pinned in package.json (its platform
+binary arrives as an optional dependency): from the clone's node_modules, else from a node_modules in
+the current directory (`npm install @foundry-rs/anvil` next to a pip install), else an `anvil` on
+PATH. SHIPLEDGER_ANVIL overrides them all.
+Only tests and `shipledger devnet` use this module: nothing else may assume the chain is anvil.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from shipledger._internal.rpc import quick_batch
+from shipledger.errors import ConnectionFailed, ShipledgerError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEV_MNEMONIC = "test test test test test test test test test test test junk"  # anvil's default
+
+
+class DevnetError(ShipledgerError):
+    """The devnet cannot start: its port is taken, another devnet runs, anvil died or is missing."""
+
+
+class ToolNotFound(DevnetError):
+    """A Foundry binary (anvil, cast) is not installed where we look."""
+
+
+def find_foundry_tool(name: str) -> str:
+    """Path of a Foundry binary (anvil, cast) from npm (the clone's or the current directory's
+    node_modules), or on PATH."""
+    variable = f"SHIPLEDGER_{name.upper()}"
+    override = os.environ.get(variable)
+    if override:
+        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+            raise ToolNotFound(f"{variable}={override} is not an executable file")
+        return override
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
+    system = platform.system().lower()
+    if arch:
+        for root in (PROJECT_ROOT, Path.cwd()):
+            binary = root / "node_modules" / "@foundry-rs" / f"{name}-{system}-{arch}" / "bin" / name
+            if binary.is_file():
+                return str(binary)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise ToolNotFound(
+        f"{name} not found: install it with `npm install @foundry-rs/{name}` (in this directory, or with -g "
+        f"to put it on PATH), put a Foundry {name} on PATH, or set {variable} to its path"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a listener could bind 127.0.0.1:port now. SO_REUSEADDR as anvil sets it, so a port
+    left in TIME_WAIT by a stopped devnet counts as free and a live listener (also on 0.0.0.0) does not."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether process pid holds the listening socket on 127.0.0.1:port (Linux /proc); None where
+    /proc cannot tell (another OS)."""
+    if not os.path.exists("/proc/net/tcp"):
+        return None
+    try:
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # the process is gone
+        return False
+    local = f"0100007F:{port:04X}"  # 127.0.0.1, little-endian as the kernel prints it
+    inodes = {f[9] for f in (line.split() for line in table) if f[1] == local and f[3] == "0A"}  # 0A: LISTEN
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
+def rpc_call(url: str, method: str, params: list | None = None, timeout: float = 2.0):
+    """One JSON-RPC call with the standard library (no web3 import on fast paths); ConnectionFailed
+    when the node cannot be reached or answers with an error."""
+    [result] = quick_batch(url, [(method, params or [])], timeout=timeout)
+    return result
+
+
+def wait_for_rpc(url: str, timeout: float = 20.0, process: subprocess.Popen | None = None) -> int:
+    """Wait until the node answers eth_chainId; return the chain id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(rpc_call(url, "eth_chainId", timeout=1.0), 16)
+        except ConnectionFailed:
+            if process is not None and process.poll() is not None:
+                raise DevnetError(f"anvil exited with code {process.returncode} before answering on {url}") from None
+            if time.monotonic() > deadline:
+                raise DevnetError(f"no JSON-RPC answer from {url} within {timeout:.0f}s") from None
+            time.sleep(0.05)
+
+
+@dataclass
+class Anvil:
+    """A running anvil process."""
+
+    process: subprocess.Popen
+    url: str
+    chain_id: int
+
+    @classmethod
+    def start(
+        cls,
+        port: int | None = None,
+        chain_id: int = 31337,
+        accounts: int = 10,
+        log_path: Path | None = None,
+        detach: bool = False,
+        extra_args: tuple[str, ...] = (),
+    ) -> "Anvil":
+        if port and not port_is_free(port):
+            raise DevnetError(f"port {port} on 127.0.0.1 is already in use by another process: choose another port")
+        port = port or free_port()
+        args = [
+            find_foundry_tool("anvil"),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--chain-id", str(chain_id),
+            "--accounts", str(accounts),
+            "--mnemonic", DEV_MNEMONIC,
+            "--silent",
+            *extra_args,
+        ]
+        log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        try:
+            process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach
+            )
+        finally:
+            if log_path:
+                log.close()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_rpc(url, process=process)
+            # The answer may come from a process that took the port after our check (our anvil then
+            # dies on its bind): trust it only from the listener we started.
+            if process.poll() is not None or listens_on(process.pid, port) is False:
+                raise DevnetError(f"port {port} on 127.0.0.1 is answered by another process, not the anvil we started")
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        return cls(process=process, url=url, chain_id=chain_id)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def dev_private_keys(count: int = 10) -> list[str]:
+    """The private keys anvil funds from DEV_MNEMONIC (m/44'/60'/0'/0/i)."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    return [
+        Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key.hex() for i in range(count)
+    ]
+
+
+# ---------------------------------------------------------------------- `shipledger devnet up|down`
+
+STATE_DIR = Path(".shipledger") / "devnet"
+DEFAULT_BOOK = Path("deployments") / "devnet.json"
+DEV_ROLES = {  # dev account index -> (part, organisation or None, roles)
+    0: ("admin", None, ()),
+    1: ("registrar", None, ("REGISTRAR",)),
+    2: ("deployer", None, ("DEPLOYER",)),
+    3: ("responder", None, ("RESPONDER",)),
+    4: ("approver", "acme", ("APPROVER",)),
+    5: ("approver", "globex", ("APPROVER",)),
+    6: ("approver", "initech", ("APPROVER",)),
+    7: ("outsider", None, ()),
+}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def running_devnet(state_dir: Path = STATE_DIR) -> dict | None:
+    """The devnet recorded in state_dir if its anvil still answers, else None."""
+    try:
+        state = json.loads((state_dir / "state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not _alive(state["pid"]):
+        return None
+    try:
+        if int(rpc_call(state["rpc_url"], "eth_chainId"), 16) != state["chain_id"]:
+            return None
+        code = rpc_call(state["rpc_url"], "eth_getCode", [state["registry"], "latest"])
+    except ConnectionFailed:
+        return None
+    return state if code not in ("0x", "") else None
+
+
+def seed_consortium(admin, members) -> dict[str, int]:
+    """Create the organisations `members` name (in order of first mention), then give each member
+    its organisation and roles. members: (address, organisation name or None, role names); admin: a
+    Ledger whose signer holds ADMIN. `devnet up`, the tests and `make gas` all set up through here."""
+    org_ids: dict[str, int] = {}
+    for _, org, _ in members:
+        if org and org not in org_ids:
+            org_ids[org] = admin.add_organisation(org)
+    for address, org, roles in members:
+        if org:
+            admin.add_member(org_ids[org], address)
+        for role in roles:
+            admin.grant_role(role, address)
+    return org_ids
+
+
+def devnet_port(state: dict) -> int:
+    return urlsplit(state["rpc_url"]).port
+
+
+def devnet_up(port: int = 8545, book_path: Path = DEFAULT_BOOK, state_dir: Path = STATE_DIR) -> dict:
+    """Start anvil in the background, deploy the suite, create a demo consortium. The devnet this
+    state_dir already runs is reused when it is on the port asked (state["reused"] says so), else refused."""
+    state = running_devnet(state_dir)
+    if state is not None:
+        running = devnet_port(state)
+        if running != port:
+            raise DevnetError(f"a devnet from this directory already runs on port {running}: use --port {running}, "
+                              "or stop it with `shipledger devnet down` first")
+        if not Path(state["deployment"]).is_file():
+            raise DevnetError(f"the devnet on port {running} has lost its address book {state['deployment']}: "
+                              "restart it with `shipledger devnet down` and `shipledger devnet up`")
+        return {**state, "reused": True}
+    from eth_account import Account
+
+    from shipledger.client import Ledger
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    node = Anvil.start(port=port, log_path=state_dir / "anvil.log", detach=True)
+    try:
+        keys = dev_private_keys(len(DEV_ROLES))
+        accounts = [Account.from_key(k) for k in keys]
+        admin = Ledger.deploy_suite(node.url, accounts[0], out=book_path)
+        seed_consortium(admin, [(accounts[i].address, org, roles) for i, (_, org, roles) in DEV_ROLES.items()])
+        summary: dict = {"approvers": []}
+        for index, (part, org, roles) in DEV_ROLES.items():
+            entry = {"address": accounts[index].address, "private_key": keys[index], "org": org}
+            if part == "approver":
+                summary["approvers"].append(entry)
+            else:
+                summary[part] = entry
+    except BaseException:
+        node.stop()
+        raise
+    book = json.loads(book_path.read_text())
+    book["rpc_url"] = node.url  # so the CLI finds the devnet with no --rpc
+    book_path.write_text(json.dumps(book, indent=2) + "\n")
+    state = {
+        "rpc_url": node.url,
+        "deployment": str(book_path.resolve()),  # right from any directory
+        "chain_id": node.chain_id,
+        "accounts": summary,
+        "pid": node.process.pid,
+        "registry": admin.registry.address,
+    }
+    tmp = state_dir / "state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(state_dir / "state.json")
+    return {**state, "reused": False}
+
+
+def devnet_down(state_dir: Path = STATE_DIR) -> bool:
+    """Stop the background anvil and forget its address book; False if none was running."""
+    try:
+        state = json.loads((state_dir / "state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    stopped = False
+    if _alive(state["pid"]):
+        os.kill(state["pid"], 15)
+        stopped = True
+        for _ in range(100):
+            if not _alive(state["pid"]):
+                break
+            time.sleep(0.05)
+    Path(state["deployment"]).unlink(missing_ok=True)
+    (state_dir / "state.json").unlink(missing_ok=True)
+    return stopped
