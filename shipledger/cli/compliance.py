@@ -25,26 +25,32 @@ PENDING_SHOWN = 5  # newest registrations listed under "pending approvals"
 
 
 def cmd_status(args) -> int:
-    from shipledger._internal.names import format_digest
+    from shipledger._internal.names import check_name, format_digest
 
+    check_name("service", args.service)
+    check_name("environment", args.env)
+    # The current state from the contracts' getters (O(1) calls); what happened before (versions,
+    # which artifact each deployment started with, what was never deployed here) from the index.
+    # The state is read before the sync, so the synced index holds every deployment it names.
     ledger = open_ledger(args, need_signer=False)
     state = ledger.target_state(args.service, args.env)
-    events = ledger.history(args.service)
-    versions = {f["digest"]: f["version"] for e in events if e.kind == "registered" for f in [e.fields]}
-    started = {e.fields["id"]: e.fields["digest"] for e in events if e.kind == "deployed" and e.environment == args.env}
+    index = synced_index(args, ledger)
+    try:
+        releases = {i: index.started_release(i) for i in (state.live, state.active) if i}
+        never_started = index.never_started(args.service, args.env, PENDING_SHOWN)
+    finally:
+        index.close()
 
     def describe(deployment_id: int) -> dict | None:
         if not deployment_id:
             return None
-        digest = started.get(deployment_id, "")
+        digest, version = releases[deployment_id] or ("", "")
         return {**asdict(ledger.deployment(deployment_id)), "digest": format_digest(bytes.fromhex(digest[2:])) if digest else "",
-                "version": versions.get(digest, "")}
+                "version": version}
 
     # Pending: registered, never started here; each with what the gate says now.
     pending = []
-    for digest, version in list(versions.items())[::-1]:
-        if digest in started.values() or len(pending) == PENDING_SHOWN:
-            continue
+    for digest, version in never_started:
         name = format_digest(bytes.fromhex(digest[2:]))
         gate = ledger.gate(name, args.service, args.env)
         pending.append({"digest": name, "version": version, "allowed": gate.allowed, "reason": gate.reason, "details": gate.details})
@@ -239,17 +245,17 @@ def cmd_verify_export(args) -> int:
         book = load_address_book(book_path(args))
     url = rpc_url(args, book)
     if book is not None:
-        (chain_id,) = export.Rpc(url).batch([("eth_chainId", [])])
+        (chain_id,) = export.Rpc(url, timeout=args.timeout).batch([("eth_chainId", [])])
         if int(chain_id, 16) != int(book["chain_id"]):
             raise AddressBookError(f"the address book is for chain {book['chain_id']} but {url} is chain {int(chain_id, 16)}")
     if args.json or not sys.stderr.isatty():
-        result = export.verify_export(args.file, url, book=book, batch_size=args.batch_size)
+        result = export.verify_export(args.file, url, book=book, batch_size=args.batch_size, timeout=args.timeout)
     else:
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
             task = bar.add_task("fetching receipts and blocks", total=None)
-            result = export.verify_export(args.file, url, book=book, batch_size=args.batch_size,
+            result = export.verify_export(args.file, url, book=book, batch_size=args.batch_size, timeout=args.timeout,
                                           progress=lambda done, total: bar.update(task, completed=done, total=total))
     data = {"file": str(args.file), "ok": result.ok, "lines": result.lines, "transactions": result.transactions,
             "blocks": result.blocks, "suite_checked": book is not None,
@@ -326,6 +332,7 @@ def add_commands(parsers) -> None:
     p = command("status", cmd_status)
     p.add_argument("service")
     p.add_argument("env")
+    index_args(p)
 
     p = command("history", cmd_history)
     p.add_argument("--service")

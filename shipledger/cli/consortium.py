@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from shipledger.cli import EXIT_OK, emit, tx_data
-from shipledger.cli.shared import duration, load_signer, open_ledger, positive_int, rpc_url
+from shipledger.cli.shared import duration, index_args, load_signer, open_ledger, positive_int, rpc_url, synced_index
 from shipledger.errors import UsageError
 
 
@@ -52,7 +52,17 @@ def cmd_member_remove(args) -> int:
 
 
 def cmd_member_list(args) -> int:
-    members = open_ledger(args, need_signer=False).members()
+    from shipledger.client import ROLES
+
+    # Who is a member comes from the index (no getter lists them); their roles from the contract.
+    ledger = open_ledger(args, need_signer=False)
+    index = synced_index(args, ledger)
+    try:
+        members = index.members()
+    finally:
+        index.close()
+    for member in members:
+        member["roles"] = [role for role in ROLES if ledger.has_role(role, member["address"])]
     if args.json:
         emit(args, {"members": members})
     else:
@@ -114,7 +124,7 @@ def add_commands(parsers) -> None:
     p.add_argument("--role", action="append", help="grant a role too (repeatable): REGISTRAR, APPROVER, DEPLOYER, RESPONDER, ADMIN")
     p = command("remove", cmd_member_remove, "remove a member and its APPROVER role (ADMIN)", member)
     p.add_argument("address")
-    command("list", cmd_member_list, "list members, organisations and roles", member)
+    index_args(command("list", cmd_member_list, "list members, organisations and roles (members from the index)", member))
 
     role = parsers.group("role")
     for name in ("grant", "revoke"):
