@@ -181,13 +181,17 @@ class Ledger:
 
     # ------------------------------------------------------------------ connecting
 
+    rpc_timeout: float | None = None  # seconds per request, if connect() was given one
+
     @classmethod
     def connect(
-        cls, rpc_url: str, deployment: str | Path | dict, signer: LocalAccount | str | None = None, **options
+        cls, rpc_url: str, deployment: str | Path | dict, signer: LocalAccount | str | None = None, *,
+        rpc_timeout: float | None = None, **options
     ) -> "Ledger":
-        """Connect and check the address book: same chain id, code at every address."""
+        """Connect and check the address book: same chain id, code at every address. rpc_timeout:
+        the most any request waits for the node, not retried (default 15 s, retried by web3)."""
         book = load_address_book(deployment)
-        w3 = connect(rpc_url)
+        w3 = connect(rpc_url, rpc_timeout)
         try:
             chain_id = w3.eth.chain_id
         except Exception as exc:  # noqa: BLE001
@@ -202,7 +206,9 @@ class Ledger:
                 raise AddressBookError(f"no contract code at {address} ({name}) on chain {chain_id}")
         if isinstance(signer, str):
             signer = Account.from_key(signer)
-        return cls(w3, book, signer, **options)
+        ledger = cls(w3, book, signer, **options)
+        ledger.rpc_timeout = rpc_timeout
+        return ledger
 
     @classmethod
     def deploy_suite(cls, rpc_url: str, signer: LocalAccount, out: str | Path | None = None) -> "Ledger":

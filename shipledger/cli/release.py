@@ -17,6 +17,9 @@ from shipledger.cli.shared import artifact_args, artifact_digest, book_path, dur
 from shipledger.errors import AddressBookError, UsageError, gate_sentence
 
 
+GATE_TIMEOUT = 15  # seconds for the node's answer unless --timeout says otherwise; then the gate fails closed
+
+
 def cmd_gate(args) -> int:
     from shipledger._internal.gatecall import decode_gate_result, encode_gate_call
     from shipledger._internal.rpc import quick_batch
@@ -35,7 +38,7 @@ def cmd_gate(args) -> int:
         ("eth_chainId", []),
         ("eth_getCode", [ledger_address, "latest"]),
         ("eth_call", [{"to": ledger_address, "data": "0x" + call.hex()}, "latest"]),
-    ], timeout=15)
+    ], timeout=args.timeout or GATE_TIMEOUT)
     if int(chain_id, 16) != expected_chain:
         raise AddressBookError(f"the address book is for chain {expected_chain} but the node is chain {int(chain_id, 16)}")
     if code in ("0x", ""):
