@@ -29,11 +29,9 @@ from shipledger.models import (
     ArtifactSpec,
     Decision,
     Deployment,
-    DeploymentStatus,
     GateResult,
     HistoryEvent,
     Incident,
-    IncidentStatus,
     Policy,
     SignedApproval,
     TargetState,
@@ -338,8 +336,7 @@ class Ledger:
             if exc.error_name == "PolicyNotFound":
                 return None
             raise
-        prior = "" if p[6] == b"\0" * 32 else "0x" + p[6].hex()
-        return Policy(service, environment, p[0], p[1], p[2], p[3], p[4], p[5], prior)
+        return Policy.from_call(service, environment, p)
 
     # ------------------------------------------------------------------ artifacts
 
@@ -520,11 +517,7 @@ class Ledger:
         return self._events(raw, self.ledger, "DeploymentRolledBack")[0]["restored"]
 
     def deployment(self, deployment_id: int) -> Deployment:
-        d = call(self.ledger.functions.getDeployment(deployment_id))
-        return Deployment(
-            id=deployment_id, artifact_id="0x" + d[0].hex(), target="0x" + d[1].hex(), previous=d[2],
-            started_at=d[3], percent=d[4], status=DeploymentStatus(d[5]).name.lower(),
-        )
+        return Deployment.from_call(deployment_id, call(self.ledger.functions.getDeployment(deployment_id)))
 
     def target_state(self, service: str, environment: str) -> TargetState:
         live, active = call(self.ledger.functions.targetState(check_name("service", service), check_name("environment", environment)))
@@ -556,8 +549,7 @@ class Ledger:
         return self._tx(self.ledger.functions.resolve(incident_id, _optional_digest(postmortem_digest), postmortem_uri))[0]
 
     def incident(self, incident_id: int) -> Incident:
-        i = call(self.ledger.functions.getIncident(incident_id))
-        return Incident(id=incident_id, target="0x" + i[0].hex(), severity=i[1], status=IncidentStatus(i[2]).name.lower())
+        return Incident.from_call(incident_id, call(self.ledger.functions.getIncident(incident_id)))
 
     def open_incidents(self, service: str, environment: str) -> list[int]:
         return list(call(self.ledger.functions.openIncidents(check_name("service", service), check_name("environment", environment))))

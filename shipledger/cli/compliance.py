@@ -13,7 +13,7 @@ from pathlib import Path
 
 from shipledger.cli import EXIT_DENIED, EXIT_OK, emit, say
 from shipledger.cli.shared import (
-    DEFAULT_BOOK, artifact_args, artifact_digest, book_path, index_args, index_source, open_ledger, output_path,
+    DEFAULT_BOOK, artifact_args, artifact_digest, book_path, index_args, index_source, output_path,
     positive_int, rpc_url, sync_index, synced_index,
 )
 from shipledger.errors import AddressBookError, UsageError, gate_sentence, role_name
@@ -25,40 +25,48 @@ PENDING_SHOWN = 5  # newest registrations listed under "pending approvals"
 
 
 def cmd_status(args) -> int:
+    from shipledger._internal.gatecall import decode_gate_result, encode_gate_call
     from shipledger._internal.names import check_name, format_digest
+    from shipledger._internal.reader import Reader
+    from shipledger.models import Deployment, Incident, Policy
 
-    check_name("service", args.service)
-    check_name("environment", args.env)
-    # The current state from the contracts' getters (O(1) calls); what happened before (versions,
-    # which artifact each deployment started with, what was never deployed here) from the index.
-    # The state is read before the sync, so the synced index holds every deployment it names.
-    ledger = open_ledger(args, need_signer=False)
-    state = ledger.target_state(args.service, args.env)
-    index = synced_index(args, ledger)
+    service, env = check_name("service", args.service), check_name("environment", args.env)
+    # The current state from the contracts' getters (O(1) calls, batched, without web3: its imports
+    # alone cost more than the rest); what happened before (versions, the artifact each deployment
+    # started with, what was never deployed here) from the index. The state is read before the
+    # sync, so the synced index holds every deployment it names.
+    source = index_source(args)
+    reader = Reader(source)
+    [(live, active)] = reader.calls([("DeploymentLedger", "targetState", [service, env])])
+    index = synced_index(args, source)
     try:
-        releases = {i: index.started_release(i) for i in (state.live, state.active) if i}
-        never_started = index.never_started(args.service, args.env, PENDING_SHOWN)
+        releases = {i: index.started_release(i) or ("", "") for i in (live, active) if i}
+        never_started = index.never_started(service, env, PENDING_SHOWN)
     finally:
         index.close()
+    ids = list(releases)
+    *deployments, incident_ids, policy = reader.calls(
+        [("DeploymentLedger", "getDeployment", [i]) for i in ids]
+        + [("DeploymentLedger", "openIncidents", [service, env]), ("ReleaseRegistry", "getPolicy", [service, env])],
+        none_on=("PolicyNotFound",))
+    incidents = reader.calls([("DeploymentLedger", "getIncident", [i]) for i in incident_ids])
+    gates = reader.raw([("DeploymentLedger", encode_gate_call(bytes.fromhex(d[2:]), service, env)) for d, _ in never_started])
 
-    def describe(deployment_id: int) -> dict | None:
-        if not deployment_id:
-            return None
-        digest, version = releases[deployment_id] or ("", "")
-        return {**asdict(ledger.deployment(deployment_id)), "digest": format_digest(bytes.fromhex(digest[2:])) if digest else "",
-                "version": version}
+    def digest_text(digest: str) -> str:
+        return format_digest(bytes.fromhex(digest[2:])) if digest else ""
 
+    described = {i: {**asdict(Deployment.from_call(i, raw)), "digest": digest_text(releases[i][0]), "version": releases[i][1]}
+                 for i, raw in zip(ids, deployments)}
     # Pending: registered, never started here; each with what the gate says now.
     pending = []
-    for digest, version in never_started:
-        name = format_digest(bytes.fromhex(digest[2:]))
-        gate = ledger.gate(name, args.service, args.env)
-        pending.append({"digest": name, "version": version, "allowed": gate.allowed, "reason": gate.reason, "details": gate.details})
-    incidents = [asdict(ledger.incident(i)) for i in ledger.open_incidents(args.service, args.env)]
-    policy = ledger.policy(args.service, args.env)
-    data = {"service": args.service, "environment": args.env, "live": describe(state.live),
-            "active": describe(state.active), "open_incidents": incidents, "pending_approvals": pending,
-            "policy": asdict(policy) if policy else None}
+    for (digest, version), answer in zip(never_started, gates):
+        gate = decode_gate_result(answer)
+        pending.append({"digest": digest_text(digest), "version": version, "allowed": gate.allowed, "reason": gate.reason,
+                        "details": gate.details})
+    incidents = [asdict(Incident.from_call(i, raw)) for i, raw in zip(incident_ids, incidents)]
+    policy = Policy.from_call(service, env, policy) if policy is not None else None
+    data = {"service": args.service, "environment": args.env, "live": described.get(live), "active": described.get(active),
+            "open_incidents": incidents, "pending_approvals": pending, "policy": asdict(policy) if policy else None}
     if args.json:
         emit(args, data)
         return EXIT_OK

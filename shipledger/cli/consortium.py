@@ -6,7 +6,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from shipledger.cli import EXIT_OK, emit, tx_data
-from shipledger.cli.shared import duration, index_args, load_signer, open_ledger, positive_int, rpc_url, synced_index
+from shipledger.cli.shared import (
+    duration, index_args, index_source, load_signer, open_ledger, positive_int, rpc_url, synced_index,
+)
 from shipledger.errors import UsageError
 
 
@@ -52,17 +54,23 @@ def cmd_member_remove(args) -> int:
 
 
 def cmd_member_list(args) -> int:
-    from shipledger.client import ROLES
+    from shipledger._internal.reader import ROLE_IDS, Reader
 
-    # Who is a member comes from the index (no getter lists them); their roles from the contract.
-    ledger = open_ledger(args, need_signer=False)
-    index = synced_index(args, ledger)
+    # Who is a member comes from the index (no getter lists them); their roles from the contract,
+    # in one batch of hasRole calls (without web3, as `status`).
+    source = index_source(args)
+    index = synced_index(args, source)
     try:
         members = index.members()
     finally:
         index.close()
+    asked = [(member, role) for member in members for role in ROLE_IDS]
+    answers = Reader(source).calls([("ReleaseRegistry", "hasRole", [ROLE_IDS[role], member["address"]]) for member, role in asked])
     for member in members:
-        member["roles"] = [role for role in ROLES if ledger.has_role(role, member["address"])]
+        member["roles"] = []
+    for (member, role), has in zip(asked, answers):
+        if has:
+            member["roles"].append(role)
     if args.json:
         emit(args, {"members": members})
     else:
