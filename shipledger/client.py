@@ -31,11 +31,9 @@ from shipledger.models import (
     BatchResult,
     Decision,
     Deployment,
-    DeploymentStatus,
     GateResult,
     HistoryEvent,
     Incident,
-    IncidentStatus,
     Policy,
     SignedApproval,
     TargetState,
@@ -182,13 +180,17 @@ class Ledger:
 
     # ------------------------------------------------------------------ connecting
 
+    rpc_timeout: float | None = None  # seconds per request, if connect() was given one
+
     @classmethod
     def connect(
-        cls, rpc_url: str, deployment: str | Path | dict, signer: LocalAccount | str | None = None, **options
+        cls, rpc_url: str, deployment: str | Path | dict, signer: LocalAccount | str | None = None, *,
+        rpc_timeout: float | None = None, **options
     ) -> "Ledger":
-        """Connect and check the address book: same chain id, code at every address."""
+        """Connect and check the address book: same chain id, code at every address. rpc_timeout:
+        the most any request waits for the node, not retried (default 15 s, retried by web3)."""
         book = load_address_book(deployment)
-        w3 = connect(rpc_url)
+        w3 = connect(rpc_url, rpc_timeout)
         try:
             chain_id = w3.eth.chain_id
         except Exception as exc:  # noqa: BLE001
@@ -203,7 +205,9 @@ class Ledger:
                 raise AddressBookError(f"no contract code at {address} ({name}) on chain {chain_id}")
         if isinstance(signer, str):
             signer = Account.from_key(signer)
-        return cls(w3, book, signer, **options)
+        ledger = cls(w3, book, signer, **options)
+        ledger.rpc_timeout = rpc_timeout
+        return ledger
 
     @classmethod
     def deploy_suite(cls, rpc_url: str, signer: LocalAccount, out: str | Path | None = None) -> "Ledger":
@@ -330,8 +334,7 @@ class Ledger:
             if exc.error_name == "PolicyNotFound":
                 return None
             raise
-        prior = "" if p[6] == b"\0" * 32 else "0x" + p[6].hex()
-        return Policy(service, environment, p[0], p[1], p[2], p[3], p[4], p[5], prior)
+        return Policy.from_call(service, environment, p)
 
     def policy_names(self) -> tuple[set[str], set[str]]:
         """(services, environments) named by any policy ever set, prior environments included: the
@@ -570,11 +573,7 @@ class Ledger:
         return self._events(raw, self.ledger, "DeploymentRolledBack")[0]["restored"]
 
     def deployment(self, deployment_id: int) -> Deployment:
-        d = call(self.ledger.functions.getDeployment(deployment_id))
-        return Deployment(
-            id=deployment_id, artifact_id="0x" + d[0].hex(), target="0x" + d[1].hex(), previous=d[2],
-            started_at=d[3], percent=d[4], status=DeploymentStatus(d[5]).name.lower(),
-        )
+        return Deployment.from_call(deployment_id, call(self.ledger.functions.getDeployment(deployment_id)))
 
     def target_state(self, service: str, environment: str) -> TargetState:
         live, active = call(self.ledger.functions.targetState(check_name("service", service), check_name("environment", environment)))
@@ -606,8 +605,7 @@ class Ledger:
         return self._tx(self.ledger.functions.resolve(incident_id, _optional_digest(postmortem_digest), postmortem_uri))[0]
 
     def incident(self, incident_id: int) -> Incident:
-        i = call(self.ledger.functions.getIncident(incident_id))
-        return Incident(id=incident_id, target="0x" + i[0].hex(), severity=i[1], status=IncidentStatus(i[2]).name.lower())
+        return Incident.from_call(incident_id, call(self.ledger.functions.getIncident(incident_id)))
 
     def open_incidents(self, service: str, environment: str) -> list[int]:
         return list(call(self.ledger.functions.openIncidents(check_name("service", service), check_name("environment", environment))))

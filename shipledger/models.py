@@ -96,6 +96,12 @@ class Policy:
     version: int
     prior_environment_key: str  # 0x-hex keccak of the prior environment name, "" for none
 
+    @classmethod
+    def from_call(cls, service: str, environment: str, p) -> "Policy":
+        """From getPolicy's decoded struct."""
+        prior = "" if bytes(p[6]) == b"\0" * 32 else "0x" + bytes(p[6]).hex()
+        return cls(service, environment, p[0], p[1], p[2], p[3], p[4], p[5], prior)
+
 
 @dataclass(frozen=True)
 class GateResult:
@@ -130,6 +136,12 @@ class Deployment:
     artifact_id: str
     target: str
 
+    @classmethod
+    def from_call(cls, deployment_id: int, d) -> "Deployment":
+        """From getDeployment's decoded struct."""
+        return cls(id=deployment_id, artifact_id="0x" + bytes(d[0]).hex(), target="0x" + bytes(d[1]).hex(), previous=d[2],
+                   started_at=d[3], percent=d[4], status=DeploymentStatus(d[5]).name.lower())
+
 
 @dataclass(frozen=True)
 class TargetState:
@@ -145,6 +157,11 @@ class Incident:
     severity: int
     status: str
     target: str
+
+    @classmethod
+    def from_call(cls, incident_id: int, i) -> "Incident":
+        """From getIncident's decoded struct."""
+        return cls(id=incident_id, target="0x" + bytes(i[0]).hex(), severity=i[1], status=IncidentStatus(i[2]).name.lower())
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,12 @@ GAS_MARGIN = 1.25  # estimates are exact for the state they ran on; leave room f
 RPC_TIMEOUT = 15  # seconds per JSON-RPC request
 
 
-def connect(rpc_url: str) -> Web3:
-    return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT}))
+def connect(rpc_url: str, timeout: float | None = None) -> Web3:
+    """A web3 connection. With a timeout, no request waits longer and none is retried (web3 retries
+    reads up to 5 times, which would make a hung node cost five timeouts)."""
+    if timeout is None:
+        return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT}))
+    return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None))
 
 
 def raise_decoded(exc: Exception):

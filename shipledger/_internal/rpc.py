@@ -25,11 +25,11 @@ class Rpc:
     index shrinks a block range the node refuses); `batch`, `fetch` and `call` raise ConnectionFailed
     on any error reply instead."""
 
-    def __init__(self, url: str, timeout: float = TIMEOUT):
+    def __init__(self, url: str, timeout: float | None = TIMEOUT):
         import requests
 
         self.url = url
-        self.timeout = timeout
+        self.timeout = timeout or TIMEOUT  # seconds per request; None: the default
         self.session = requests.Session()
 
     def replies(self, calls: list[tuple[str, list]], timeout: float | None = None) -> list[dict]:
@@ -41,10 +41,11 @@ class Rpc:
         if not calls:
             return []
         body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
+        timeout = self.timeout if timeout is None else timeout
         try:
-            response = self.session.post(self.url, json=body, timeout=self.timeout if timeout is None else timeout)
+            response = self.session.post(self.url, json=body, timeout=timeout)
         except requests.exceptions.Timeout:
-            return [_error("request timed out")] * len(calls)
+            return [_error(f"request timed out: no answer from {self.url} in {timeout:g} s")] * len(calls)
         except requests.exceptions.RequestException as exc:
             raise ConnectionFailed(f"cannot reach the JSON-RPC node at {self.url}: {exc.__class__.__name__}") from None
         try:

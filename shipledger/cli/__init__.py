@@ -45,7 +45,8 @@ COMMANDS = {
     "verify-export": ("compliance", "check every line of an export against the chain; exit 3 on any mismatch"),
     "report": ("compliance", "DORA metrics of production as a self-contained HTML report (or --json)"),
 }
-GLOBAL_DEFAULTS = (("rpc", None), ("deployment", None), ("key_env", "SHIPLEDGER_PRIVATE_KEY"), ("keystore", None), ("json", False))
+GLOBAL_DEFAULTS = (("rpc", None), ("deployment", None), ("key_env", "SHIPLEDGER_PRIVATE_KEY"), ("keystore", None), ("json", False),
+                   ("timeout", None))
 
 
 # ---------------------------------------------------------------------- output
@@ -145,6 +146,9 @@ def build_parser(only: str | None = None):
     common.add_argument("--key-env", default=argparse.SUPPRESS, metavar="VAR", help="environment variable holding the private key (default SHIPLEDGER_PRIVATE_KEY)")
     common.add_argument("--keystore", default=argparse.SUPPRESS, metavar="FILE", help="encrypted keystore (password from SHIPLEDGER_KEYSTORE_PASSWORD or a prompt)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document to stdout")
+    common.add_argument("--timeout", default=argparse.SUPPRESS, metavar="SECONDS",
+                        help="give up on a node that has not answered a request for this long, e.g. 5 or 5s (env "
+                             "SHIPLEDGER_RPC_TIMEOUT; default 15 s a call, retried, 60 s for the index, 15 s for the gate)")
 
     parser = argparse.ArgumentParser(prog="shipledger", parents=[common], description="Provably approved deployments on a consortium EVM chain.")
     parser.add_argument("--version", action=_version_action(), nargs=0, help="print the version and exit")
@@ -160,7 +164,7 @@ def build_parser(only: str | None = None):
 
 def _command_word(argv: list[str]) -> str | None:
     """The top-level command in argv: the first word that is not an option or an option's value."""
-    takes_value = {"--rpc", "--deployment", "--key-env", "--keystore"}
+    takes_value = {"--rpc", "--deployment", "--key-env", "--keystore", "--timeout"}
     skip = False
     for word in argv:
         if skip:
@@ -179,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, name):
             setattr(args, name, default)
     try:
+        from shipledger.cli.shared import rpc_timeout
+
+        args.timeout = rpc_timeout(args)  # checked once for every command, as seconds
         code = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows up here rather than at exit, where it can still be handled
         return code

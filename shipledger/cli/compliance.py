@@ -14,7 +14,8 @@ from pathlib import Path
 from shipledger.cli import EXIT_DENIED, EXIT_OK, emit, say
 from shipledger.cli.shared import (
     DEFAULT_BOOK, ENV_HELP, SERVICE_HELP, address, artifact_args, artifact_digest, book_path, counted, index_args,
-    index_source, open_ledger, output_path, positive_int, rpc_url, shown, sync_index, synced_index,
+    index_source, output_path, positive_int, prior_environment_name, rpc_url, shown, sync_index,
+    synced_index,
 )
 from shipledger.errors import AddressBookError, UsageError, gate_sentence, role_name
 from shipledger.models import Verdict
@@ -25,35 +26,51 @@ PENDING_SHOWN = 5  # newest registrations listed under "pending approvals"
 
 
 def cmd_status(args) -> int:
-    from shipledger._internal.names import format_digest
-    from shipledger.cli.consortium import policy_data
+    from shipledger._internal.gatecall import decode_gate_result, encode_gate_call
+    from shipledger._internal.names import check_name, format_digest
+    from shipledger._internal.reader import Reader
+    from shipledger.models import Deployment, Incident, Policy
 
-    ledger = open_ledger(args, need_signer=False)
-    state = ledger.target_state(args.service, args.env)
-    events = ledger.history(args.service)
-    versions = {f["digest"]: f["version"] for e in events if e.kind == "registered" for f in [e.fields]}
-    started = {e.fields["id"]: e.fields["digest"] for e in events if e.kind == "deployed" and e.environment == args.env}
+    service, env = check_name("service", args.service), check_name("environment", args.env)
+    # The current state from the contracts' getters (O(1) calls, batched, without web3: its imports
+    # alone cost more than the rest); what happened before (versions, the artifact each deployment
+    # started with, what was never deployed here) from the index. The state is read before the
+    # sync, so the synced index holds every deployment it names.
+    source = index_source(args)
+    reader = Reader(source)
+    [(live, active)] = reader.calls([("DeploymentLedger", "targetState", [service, env])])
+    index = synced_index(args, source)
+    try:
+        releases = {i: index.started_release(i) or ("", "") for i in (live, active) if i}
+        never_started = index.never_started(service, env, PENDING_SHOWN)
+    finally:
+        index.close()
+    ids = list(releases)
+    *deployments, incident_ids, policy = reader.calls(
+        [("DeploymentLedger", "getDeployment", [i]) for i in ids]
+        + [("DeploymentLedger", "openIncidents", [service, env]), ("ReleaseRegistry", "getPolicy", [service, env])],
+        none_on=("PolicyNotFound",))
+    incidents = reader.calls([("DeploymentLedger", "getIncident", [i]) for i in incident_ids])
+    gates = reader.raw([("DeploymentLedger", encode_gate_call(bytes.fromhex(d[2:]), service, env)) for d, _ in never_started])
 
-    def describe(deployment_id: int) -> dict | None:
-        if not deployment_id:
-            return None
-        digest = started.get(deployment_id, "")
-        return {**asdict(ledger.deployment(deployment_id)), "digest": format_digest(bytes.fromhex(digest[2:])) if digest else "",
-                "version": versions.get(digest, "")}
+    def digest_text(digest: str) -> str:
+        return format_digest(bytes.fromhex(digest[2:])) if digest else ""
 
+    described = {i: {**asdict(Deployment.from_call(i, raw)), "digest": digest_text(releases[i][0]), "version": releases[i][1]}
+                 for i, raw in zip(ids, deployments)}
     # Pending: registered, never started here; each with what the gate says now.
     pending = []
-    for digest, version in list(versions.items())[::-1]:
-        if digest in started.values() or len(pending) == PENDING_SHOWN:
-            continue
-        name = format_digest(bytes.fromhex(digest[2:]))
-        gate = ledger.gate(name, args.service, args.env)
-        pending.append({"digest": name, "version": version, "allowed": gate.allowed, "reason": gate.reason, "details": gate.details})
-    incidents = [asdict(ledger.incident(i)) for i in ledger.open_incidents(args.service, args.env)]
-    policy = ledger.policy(args.service, args.env)
-    data = {"service": args.service, "environment": args.env, "live": describe(state.live),
-            "active": describe(state.active), "open_incidents": incidents, "pending_approvals": pending,
-            "policy": policy_data(ledger, policy) if policy else None}
+    for (digest, version), answer in zip(never_started, gates):
+        gate = decode_gate_result(answer)
+        pending.append({"digest": digest_text(digest), "version": version, "allowed": gate.allowed, "reason": gate.reason,
+                        "details": gate.details})
+    incidents = [asdict(Incident.from_call(i, raw)) for i, raw in zip(incident_ids, incidents)]
+    policy = Policy.from_call(service, env, policy) if policy is not None else None
+    if policy is not None:  # the chain keeps the prior environment's hash; the name comes from its PolicySet event
+        key = policy.prior_environment_key
+        policy_json = {**asdict(policy), "prior_environment": prior_environment_name(source, service, env, key) if key else ""}
+    data = {"service": args.service, "environment": args.env, "live": described.get(live), "active": described.get(active),
+            "open_incidents": incidents, "pending_approvals": pending, "policy": policy_json if policy else None}
     if args.json:
         emit(args, data)
         return EXIT_OK
@@ -282,17 +299,17 @@ def cmd_verify_export(args) -> int:
         book = load_address_book(book_path(args))
     url = rpc_url(args, book)
     if book is not None:
-        (chain_id,) = export.Rpc(url).batch([("eth_chainId", [])])
+        (chain_id,) = export.Rpc(url, timeout=args.timeout).batch([("eth_chainId", [])])
         if int(chain_id, 16) != int(book["chain_id"]):
             raise AddressBookError(f"the address book is for chain {book['chain_id']} but {url} is chain {int(chain_id, 16)}")
     if args.json or not sys.stderr.isatty():
-        result = export.verify_export(args.file, url, book=book, batch_size=args.batch_size)
+        result = export.verify_export(args.file, url, book=book, batch_size=args.batch_size, timeout=args.timeout)
     else:
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
             task = bar.add_task("fetching receipts and blocks", total=None)
-            result = export.verify_export(args.file, url, book=book, batch_size=args.batch_size,
+            result = export.verify_export(args.file, url, book=book, batch_size=args.batch_size, timeout=args.timeout,
                                           progress=lambda done, total: bar.update(task, completed=done, total=total))
     data = {"file": str(args.file), "ok": result.ok, "lines": result.lines, "transactions": result.transactions,
             "blocks": result.blocks, "suite_checked": book is not None,
@@ -378,6 +395,7 @@ def add_commands(parsers) -> None:
     p = command("status", cmd_status)
     p.add_argument("service", help=SERVICE_HELP)
     p.add_argument("env", help=ENV_HELP)
+    index_args(p)
 
     p = command("history", cmd_history)
     p.add_argument("--service", help="only this service (case-sensitive)")

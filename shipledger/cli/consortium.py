@@ -7,8 +7,8 @@ from pathlib import Path
 
 from shipledger.cli import EXIT_OK, emit, tx_data
 from shipledger.cli.shared import (
-    ENV_HELP, SERVICE_HELP, address, counted, duration, load_signer, open_ledger, positive_int, rpc_url, shown,
-    warn_case_twins,
+    ENV_HELP, SERVICE_HELP, address, counted, duration, index_args, index_source, load_signer, open_ledger, positive_int,
+    rpc_url, shown, synced_index, warn_case_twins,
 )
 from shipledger.errors import UsageError
 
@@ -55,7 +55,23 @@ def cmd_member_remove(args) -> int:
 
 
 def cmd_member_list(args) -> int:
-    members = open_ledger(args, need_signer=False).members()
+    from shipledger._internal.reader import ROLE_IDS, Reader
+
+    # Who is a member comes from the index (no getter lists them); their roles from the contract,
+    # in one batch of hasRole calls (without web3, as `status`).
+    source = index_source(args)
+    index = synced_index(args, source)
+    try:
+        members = index.members()
+    finally:
+        index.close()
+    asked = [(member, role) for member in members for role in ROLE_IDS]
+    answers = Reader(source).calls([("ReleaseRegistry", "hasRole", [ROLE_IDS[role], member["address"]]) for member, role in asked])
+    for member in members:
+        member["roles"] = []
+    for (member, role), has in zip(asked, answers):
+        if has:
+            member["roles"].append(role)
     if args.json:
         emit(args, {"members": members})
     else:
@@ -127,7 +143,7 @@ def add_commands(parsers) -> None:
     p.add_argument("--role", action="append", help="grant a role too (repeatable): REGISTRAR, APPROVER, DEPLOYER, RESPONDER, ADMIN")
     p = command("remove", cmd_member_remove, "remove a member and its APPROVER role (ADMIN)", member)
     p.add_argument("address", type=address, help="the member's account")
-    command("list", cmd_member_list, "list members, organisations and roles", member)
+    index_args(command("list", cmd_member_list, "list members, organisations and roles (members from the index)", member))
 
     role = parsers.group("role")
     for name in ("grant", "revoke"):

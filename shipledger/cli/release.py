@@ -27,6 +27,9 @@ def asdict(value) -> dict:
     return to_dict(value)
 
 
+GATE_TIMEOUT = 15  # seconds for the node's answer unless --timeout says otherwise; then the gate fails closed
+
+
 def cmd_gate(args) -> int:
     from shipledger._internal.gatecall import decode_gate_answer, encode_gate_call
     from shipledger._internal.rpc import quick_batch
@@ -54,7 +57,7 @@ def cmd_gate(args) -> int:
         ("eth_chainId", []),
         ("eth_getCode", [ledger_address, "latest"]),
         ("eth_call", [{"to": ledger_address, "data": "0x" + call.hex()}, "latest"]),
-    ], timeout=15)
+    ], timeout=args.timeout or GATE_TIMEOUT)
     if int(chain_id, 16) != expected_chain:
         raise AddressBookError(f"the address book is for chain {expected_chain} but the node is chain {int(chain_id, 16)}")
     if code in ("0x", ""):
@@ -68,20 +71,18 @@ def cmd_gate(args) -> int:
 
 
 def _name_prior_environment(details: dict, book: dict, url: str, service: str, environment: str) -> dict:
-    """The gate's details with the prior environment's name from the registry's PolicySet events; as
-    they were when those cannot be read (the answer, a denial, stands either way)."""
-    from shipledger._internal.gatecall import prior_environment_name
-    from shipledger._internal.rpc import quick_batch
-    from shipledger.errors import ShipledgerError
+    """The gate's details with the prior environment's name; as they were when it cannot be learnt
+    (the answer, a denial, stands either way)."""
+    from types import SimpleNamespace
+
+    from shipledger.cli.shared import prior_environment_name
 
     try:
-        registry = book["contracts"]["ReleaseRegistry"]["address"]
-        start = min(int(c.get("block", 0)) for c in book["contracts"].values())
-        name = prior_environment_name(lambda query: quick_batch(url, [("eth_getLogs", [query])], timeout=15)[0],
-                                      registry, start, service, environment, details["environment_key"])
-    except (ShipledgerError, KeyError, TypeError, ValueError, AttributeError):
+        endpoint = SimpleNamespace(url=url, registry=book["contracts"]["ReleaseRegistry"]["address"],
+                                   start_block=min(int(c.get("block", 0)) for c in book["contracts"].values()))
+    except (KeyError, TypeError, ValueError, AttributeError):
         return details
-    return {**details, "environment": name}
+    return {**details, "environment": prior_environment_name(endpoint, service, environment, details["environment_key"])}
 
 
 def _spec_from_args(args, digest: str):

@@ -44,6 +44,17 @@ def address(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc).strip()) from None
 
 
+def rpc_timeout(args) -> float | None:
+    """--timeout or $SHIPLEDGER_RPC_TIMEOUT as seconds (more than zero); None when neither is set,
+    which keeps each client's own default (web3 15 s a try, retried; the index 60 s; the gate 15 s)."""
+    from shipledger._internal.names import parse_duration
+
+    if getattr(args, "timeout", None) is not None:
+        return parse_duration(args.timeout, "--timeout", positive=True)
+    value = os.environ.get("SHIPLEDGER_RPC_TIMEOUT")
+    return parse_duration(value, "$SHIPLEDGER_RPC_TIMEOUT", positive=True) if value else None
+
+
 def positive_int(text: str) -> int:
     """Ids and organisation numbers: 1 or more."""
     if not text.isdigit() or int(text) < 1:
@@ -165,7 +176,7 @@ def open_ledger(args, need_signer: bool = True):
     signer = load_signer(args)
     if need_signer and signer is None:
         raise UsageError(f"this command sends a transaction: set ${args.key_env} or pass --keystore FILE")
-    return Ledger.connect(rpc_url(args, book), book, signer)
+    return Ledger.connect(rpc_url(args, book), book, signer, rpc_timeout=args.timeout)
 
 
 def warn_case_twins(ledger, services=(), environments=()) -> None:
@@ -187,6 +198,20 @@ def warn_case_twins(ledger, services=(), environments=()) -> None:
                         f" which a policy names; names are case-sensitive, so these are different {kind}s"), file=sys.stderr)
 
 
+def prior_environment_name(endpoint, service: str, environment: str, key: str, timeout: float = 15) -> str:
+    """The name of the prior environment whose hash `key` a policy or a gate answer holds, from the
+    registry's PolicySet events over plain JSON-RPC (no web3); `key` itself when it cannot be read.
+    endpoint: anything with `url`, `registry` and `start_block` (an index Endpoint)."""
+    from shipledger._internal.gatecall import prior_environment_name as from_logs
+    from shipledger._internal.rpc import quick_batch
+
+    try:
+        return from_logs(lambda query: quick_batch(endpoint.url, [("eth_getLogs", [query])], timeout=timeout)[0],
+                         endpoint.registry, endpoint.start_block, service, environment, key)
+    except (ShipledgerError, KeyError, TypeError, ValueError):
+        return key
+
+
 def sync_index(index, source, args, confirmations: int = 0):
     """Sync with a progress bar on a terminal (never with --json)."""
     if getattr(args, "json", False) or not sys.stderr.isatty():
@@ -206,22 +231,28 @@ def index_source(args):
     from shipledger.compliance.index import Endpoint
 
     book = load_address_book(book_path(args))
-    return Endpoint.connect(rpc_url(args, book), book)
+    return Endpoint.connect(rpc_url(args, book), book, timeout=args.timeout)
 
 
 def synced_index(args, source=None):
     """The index at args.db, synced first unless args.no_sync from `source` (an index Endpoint or a
-    connected Ledger; by default the address book's, see index_source)."""
+    connected Ledger; by default the address book's, see index_source). With --no-sync the index
+    is opened read-only and must exist. A rewind (the chain no longer held the indexed blocks) is
+    said on stderr, --json or not: what the index showed before has changed."""
     from shipledger.compliance.index import DEFAULT_DB, Index
 
-    index = Index.open(getattr(args, "db", None) or DEFAULT_DB)
+    path = getattr(args, "db", None) or DEFAULT_DB
     if getattr(args, "no_sync", False):
-        return index
+        return Index.open(path, read_only=True)
+    index = Index.open(path)
     try:
-        sync_index(index, source or index_source(args), args, getattr(args, "confirmations", 0) or 0)
+        result = sync_index(index, source or index_source(args), args, getattr(args, "confirmations", 0) or 0)
     except BaseException:
         index.close()
         raise
+    if result.rewound_from is not None:
+        print(f"shipledger: the chain no longer holds block {result.rewound_from} as indexed (a restarted or "
+              f"reorganised chain): the index in {path} was rewound and synced again", file=sys.stderr)
     return index
 
 

@@ -19,7 +19,7 @@ from eth_utils import keccak
 
 from shipledger._internal import artifacts
 from shipledger._internal.logs import NotASuiteEvent, decode_log
-from shipledger._internal.rpc import Rpc
+from shipledger._internal.rpc import TIMEOUT as RPC_TIMEOUT, Rpc
 from shipledger.errors import gate_sentence
 from shipledger.models import DeploymentStatus, GateReason
 
@@ -73,8 +73,8 @@ def audit(index, source, *, service: str | None = None, environment: str | None 
                 if (service is None or f.service == service) and (environment is None or f.environment == environment)]
     url = endpoint.url
     suite = {"ReleaseRegistry": endpoint.registry, "DeploymentLedger": endpoint.ledger}
-    findings += check_code(url, suite)
-    index_findings, blocks_checked = check_index(index.db, url, suite, full=full, sample=sample)
+    findings += check_code(url, suite, timeout=endpoint.timeout)
+    index_findings, blocks_checked = check_index(index.db, url, suite, full=full, sample=sample, timeout=endpoint.timeout)
     findings += index_findings
     summary = {
         **replay.counts,
@@ -420,9 +420,9 @@ def _masked(code: bytes, references: dict) -> bytes:
     return bytes(code)
 
 
-def check_code(url: str, suite: dict[str, str]) -> list[Finding]:
+def check_code(url: str, suite: dict[str, str], *, timeout: float = RPC_TIMEOUT) -> list[Finding]:
     """The runtime code at each address equals the committed build's deployedBytecode."""
-    codes = Rpc(url).fetch("eth_getCode", [[address, "latest"] for address in suite.values()], RPC_BATCH)
+    codes = Rpc(url, timeout=timeout).fetch("eth_getCode", [[address, "latest"] for address in suite.values()], RPC_BATCH)
     findings = []
     for (name, address), code in zip(suite.items(), codes):
         artifact = artifacts.load(name)
@@ -463,10 +463,10 @@ def _log_key(block: int, log_index: int, block_hash: str, tx_hash: str, address:
 
 
 def check_index(db, url: str, suite: dict[str, str], *, full: bool = False,
-                sample: int = DEFAULT_SAMPLE) -> tuple[list[Finding], int]:
+                sample: int = DEFAULT_SAMPLE, timeout: float = RPC_TIMEOUT) -> tuple[list[Finding], int]:
     """Block hashes and logs of a sample of indexed blocks (all with `full`) against the chain.
     With `full` the whole indexed range is re-fetched, so a log the index lacks is found too."""
-    rpc = Rpc(url)
+    rpc = Rpc(url, timeout=timeout)
     stored_hashes = {r[0]: r[1] for r in db.execute("SELECT number, hash FROM blocks")}
     if not stored_hashes:
         return [], 0

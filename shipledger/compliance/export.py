@@ -289,10 +289,10 @@ def check_record(record: dict, receipt: dict | None, header: dict | None, suite:
 
 def verify_export(
     path: str | Path, rpc_url: str, *, book: dict | None = None, batch_size: int = BATCH_SIZE,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, timeout: float | None = None,
 ) -> VerifyResult:
     """Check every line of an export against the chain at rpc_url. progress(done, total) counts
-    JSON-RPC requests."""
+    JSON-RPC requests; timeout: seconds per request (the Rpc default if None)."""
     lines = read_export(path)
     mismatches = [Mismatch(line.number, [line.problem]) for line in lines if line.record is None]
     readable = [(line, _shape_problems(line.record)) for line in lines if line.record is not None]
@@ -310,7 +310,7 @@ def verify_export(
         if progress:
             progress(done, total)
 
-    rpc = Rpc(rpc_url)
+    rpc = Rpc(rpc_url, timeout=timeout)
     receipts = dict(zip(tx_hashes, rpc.fetch("eth_getTransactionReceipt", [[h] for h in tx_hashes], batch_size, step)))
     headers = dict(zip(numbers, rpc.fetch("eth_getBlockByNumber", [[hex(n), False] for n in numbers], batch_size, step)))
     suite = None

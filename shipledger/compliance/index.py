@@ -37,10 +37,11 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time as dt_time, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import quote
 
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
@@ -79,6 +80,14 @@ _json_object = json.JSONDecoder().decode  # one decoder for every row: json.load
 
 class IndexMismatch(ShipledgerError):
     """The index file belongs to another chain or another suite (or another schema)."""
+
+
+class IndexBusy(ShipledgerError):
+    """Another process is syncing this index file right now."""
+
+
+class IndexReadOnly(ShipledgerError):
+    """The index file (or its directory) cannot be written by this process, and a sync needs to."""
 
 
 @dataclass(frozen=True)
@@ -390,31 +399,34 @@ class _ChainMoved(Exception):
 @dataclass(frozen=True)
 class Endpoint:
     """What a sync reads from: the node's URL and the suite's addresses. Built from a connected Ledger,
-    or by `connect` with one batched request and no web3 (the CLI's reads start ~0.4 s sooner)."""
+    or by `connect` with one batched request and no web3 (the CLI's reads start ~0.4 s sooner).
+    timeout: seconds to wait for the node's answer to one request."""
 
     url: str
     chain_id: int
     registry: str
     ledger: str
     start_block: int
+    timeout: float = field(default=RPC_TIMEOUT, compare=False)
 
     @classmethod
     def of(cls, source) -> "Endpoint":
-        """An Endpoint as is, or a Ledger's."""
+        """An Endpoint as is, or a Ledger's (with the time-out it was connected with, if any)."""
         if isinstance(source, Endpoint):
             return source
         url = getattr(source.w3.provider, "endpoint_uri", None)
         return cls(_http_url(url), source.chain_id, source.registry.address, source.ledger.address,
-                   _start_block(source.book))
+                   _start_block(source.book), getattr(source, "rpc_timeout", None) or RPC_TIMEOUT)
 
     @classmethod
-    def connect(cls, url: str, book: dict) -> "Endpoint":
+    def connect(cls, url: str, book: dict, timeout: float | None = None) -> "Endpoint":
         """Check the node against the address book (same chain id, code at both addresses), as
         Ledger.connect does."""
         from shipledger.errors import AddressBookError
 
+        timeout = timeout or RPC_TIMEOUT
         contracts = {name: to_checksum_address(book["contracts"][name]["address"]) for name in artifacts.SUITE}
-        chain_id, *codes = Rpc(_http_url(url), timeout=RPC_TIMEOUT).batch(
+        chain_id, *codes = Rpc(_http_url(url), timeout=timeout).batch(
             [("eth_chainId", []), *(("eth_getCode", [address, "latest"]) for address in contracts.values())])
         if int(chain_id, 16) != int(book["chain_id"]):
             raise AddressBookError(f"the address book is for chain {book['chain_id']} but {url} is chain {int(chain_id, 16)}")
@@ -422,7 +434,7 @@ class Endpoint:
             if code in (None, "0x", ""):
                 raise AddressBookError(f"no contract code at {address} ({name}) on chain {int(chain_id, 16)}")
         return cls(url, int(chain_id, 16), contracts["ReleaseRegistry"], contracts["DeploymentLedger"],
-                   _start_block(book))
+                   _start_block(book), timeout)
 
     def suite(self) -> dict[str, str]:
         """The meta rows that bind an index to this suite."""
@@ -516,6 +528,30 @@ def expand_kinds(kinds: Iterable[str]) -> list[str]:
 
 # ---------------------------------------------------------------------- the index
 
+def _cannot_write(exc: sqlite3.OperationalError) -> bool:
+    """SQLite's ways of saying the file or its directory is not writable here."""
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def _read_only_connection(uri: str) -> sqlite3.Connection:
+    db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA cache_size=-65536")
+    db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # SQLite opens lazily: fail here, not later
+    return db
+
+
+def _check_version(db: sqlite3.Connection, path: Path, version) -> None:
+    if version is not None and version[0] != SCHEMA_VERSION:
+        db.close()
+        raise IndexMismatch(f"{path} has index schema {version[0]}, this shipledger writes {SCHEMA_VERSION}; "
+                            f"delete it (it is rebuilt from the chain) or use another --db")
+    if version is None:  # only a read-only open gets here: the file is some other SQLite database
+        db.close()
+        raise IndexMismatch(f"{path} is not an index (it has no schema version)")
+
+
 class Index:
     """A SQLite index of one suite's events; see the module docstring."""
 
@@ -526,8 +562,12 @@ class Index:
         self._added = 0
 
     @classmethod
-    def open(cls, path: str | Path = DEFAULT_DB) -> "Index":
+    def open(cls, path: str | Path = DEFAULT_DB, *, read_only: bool = False) -> "Index":
+        """Open (and create) the index at path; with read_only, open an existing index without
+        writing anything, so a file or directory this process may not write can still be read."""
         path = Path(path)
+        if read_only:
+            return cls._open_read_only(path)
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -544,11 +584,40 @@ class Index:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _cannot_write(exc):
+                raise IndexReadOnly(f"cannot write the index {path} ({exc}); read it as it is with --no-sync, "
+                                    f"or sync a copy this user may write") from None
             raise IndexMismatch(f"{path} is not a usable index database: {exc}") from None
-        if version is not None and version[0] != SCHEMA_VERSION:
+        _check_version(db, path, version or (SCHEMA_VERSION,))  # None: it was just created
+        return cls(db, path)
+
+    @classmethod
+    def _open_read_only(cls, path: Path) -> "Index":
+        if not path.is_file():
+            where = f"{path.parent} does not exist" if not path.parent.is_dir() else "no such file"
+            raise UsageError(f"no index at {path} ({where}); sync one first (drop --no-sync, or run "
+                             f"`shipledger index sync --db {path}`)")
+        uri = "file:" + quote(str(path.resolve()))
+        try:
+            db = _read_only_connection(uri + "?mode=ro")
+        except sqlite3.OperationalError as exc:
+            # A WAL index read where nothing may be written: SQLite wants to create the -shm file.
+            # With no -wal file every commit is in the main file, and no writer has it open (a
+            # writer keeps both files), so reading it as immutable is exact.
+            if not _cannot_write(exc) or path.with_name(path.name + "-wal").exists():
+                raise IndexMismatch(f"cannot read the index {path}: {exc}") from None
+            try:
+                db = _read_only_connection(uri + "?mode=ro&immutable=1")
+            except sqlite3.DatabaseError as exc:
+                raise IndexMismatch(f"{path} is not a usable index database: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise IndexMismatch(f"{path} is not a usable index database: {exc}") from None
+        try:
+            version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
             db.close()
-            raise IndexMismatch(f"{path} has index schema {version[0]}, this shipledger writes {SCHEMA_VERSION}; "
-                                f"delete it (it is rebuilt from the chain) or use another --db")
+            raise IndexMismatch(f"{path} is not a usable index database: {exc}") from None
+        _check_version(db, path, version)
         return cls(db, path)
 
     def close(self) -> None:
@@ -606,19 +675,30 @@ class Index:
         if confirmations < 0:
             raise UsageError("confirmations must be 0 or more")
         endpoint = Endpoint.of(source)
-        self._bind(endpoint)
         with self._sync_lock():
-            return self._sync(endpoint, Rpc(endpoint.url, timeout=RPC_TIMEOUT), confirmations, progress, chunk_blocks)
+            self._bind(endpoint)
+            return self._sync(endpoint, Rpc(endpoint.url, timeout=endpoint.timeout), confirmations, progress, chunk_blocks)
 
     @contextmanager
     def _sync_lock(self):
-        """One sync at a time per index file (other processes wait; readers never do): two syncs
+        """One sync at a time per index file; readers never wait. A second sync fails at once rather
+        than wait behind the first, which may itself be waiting a minute for a hung node: two syncs
         racing would fetch the same chunks and the loser's commits would be refused anyway."""
         if fcntl is None or str(self.path) == ":memory:":
             yield
             return
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            lock = open(lock_path, "a")
+        except OSError as exc:
+            raise IndexReadOnly(f"cannot write the index lock {lock_path} ({exc.strerror}); read the index as it "
+                                f"is with --no-sync") from None
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise IndexBusy(f"another process is syncing the index {self.path} (it holds {lock_path}); "
+                                f"try again when it is done, or read the index as it is with --no-sync") from None
             try:
                 yield
             finally:
@@ -833,6 +913,38 @@ class Index:
             known = [r[0] for r in self.db.execute("SELECT name FROM organisation_added ORDER BY org")]
             raise UsageError(f"no organisation named {org!r} in the index" + (f"; known: {', '.join(known)}" if known else ""))
         return int(row[0])
+
+    def members(self) -> list[dict]:
+        """Current members in the order they joined: {'address', 'org', 'organisation' (its name)},
+        rebuilt from the member and organisation events as Ledger.members() does from the logs."""
+        names = dict(self.db.execute("SELECT org, name FROM organisation_added").fetchall())
+        members: dict[str, dict] = {}
+        for account, org, added, _, _ in self.db.execute(
+                "SELECT account, org, 1, block_number, log_index FROM member_added UNION ALL "
+                "SELECT account, org, 0, block_number, log_index FROM member_removed ORDER BY 4, 5").fetchall():
+            if added:
+                members[account] = {"address": account, "org": org, "organisation": names.get(org)}
+            else:
+                members.pop(account, None)
+        return list(members.values())
+
+    def started_release(self, deployment_id: int) -> tuple[str, str] | None:
+        """(digest, version) of the artifact deployment_id started with (digest as '0x' + hex; version
+        '' if its registration is not indexed), or None if the index does not hold that deployment."""
+        row = self.db.execute(
+            "SELECT d.digest, coalesce(r.version, '') FROM deployment_started AS d LEFT JOIN artifact_registered AS r "
+            "ON r.digest = d.digest AND r.service = d.service WHERE d.id = ?", (deployment_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def never_started(self, service: str, environment: str, limit: int) -> list[tuple[str, str]]:
+        """The newest `limit` artifacts registered for service that no deployment to environment has
+        started with: (digest, version), newest first."""
+        rows = self.db.execute(
+            "SELECT r.digest, r.version FROM artifact_registered AS r WHERE r.service = ? AND NOT EXISTS "
+            "(SELECT 1 FROM deployment_started AS d WHERE d.digest = r.digest AND d.service = r.service "
+            "AND d.environment = ?) ORDER BY r.block_number DESC, r.log_index DESC LIMIT ?",
+            (service, environment, limit)).fetchall()
+        return [(r[0], r[1]) for r in rows]
 
     def history(
         self,
