@@ -58,19 +58,20 @@ def cmd_status(args) -> int:
 
     described = {i: {**asdict(Deployment.from_call(i, raw)), "digest": digest_text(releases[i][0]), "version": releases[i][1]}
                  for i, raw in zip(ids, deployments)}
+    policy = Policy.from_call(service, env, policy) if policy is not None else None
+    # The chain keeps the prior environment's hash; its name comes from the PolicySet event.
+    prior = prior_environment_name(source, service, env, policy.prior_environment_key) if policy and policy.prior_environment_key else ""
+    policy_json = {**asdict(policy), "prior_environment": prior} if policy else None
     # Pending: registered, never started here; each with what the gate says now.
     pending = []
     for (digest, version), answer in zip(never_started, gates):
         gate = decode_gate_result(answer)
+        details = {**gate.details, "environment": prior} if prior and "environment_key" in gate.details else gate.details
         pending.append({"digest": digest_text(digest), "version": version, "allowed": gate.allowed, "reason": gate.reason,
-                        "details": gate.details})
+                        "details": details})
     incidents = [asdict(Incident.from_call(i, raw)) for i, raw in zip(incident_ids, incidents)]
-    policy = Policy.from_call(service, env, policy) if policy is not None else None
-    if policy is not None:  # the chain keeps the prior environment's hash; the name comes from its PolicySet event
-        key = policy.prior_environment_key
-        policy_json = {**asdict(policy), "prior_environment": prior_environment_name(source, service, env, key) if key else ""}
     data = {"service": args.service, "environment": args.env, "live": described.get(live), "active": described.get(active),
-            "open_incidents": incidents, "pending_approvals": pending, "policy": policy_json if policy else None}
+            "open_incidents": incidents, "pending_approvals": pending, "policy": policy_json}
     if args.json:
         emit(args, data)
         return EXIT_OK

@@ -238,7 +238,7 @@ def test_conflicts_with_the_ledger_name_the_line_and_send_nothing(dn, tmp_path):
     one_line(message)
     digest_taken = lines_for(service, 2, start=10) + [{"digest": recorded, "service": service, "version": "9"}]
     message = fails(dn.as_("registrar", "register", "--batch", write(tmp_path / "d.jsonl", digest_taken), "--json"), 3,
-                    f"{tmp_path / 'd.jsonl'}:3:", f"0x{recorded[7:]} is already registered for {service} under another version",
+                    f"{tmp_path / 'd.jsonl'}:3:", f"artifact {recorded} is already registered for {service} under another version",
                     f"registered by {dn.address('registrar')}")
     assert dn.nonce("registrar") == nonce and dn.ledger().digest_of(service, "10") is None
 
