@@ -544,6 +544,8 @@ class Ledger:
         return self._tx(self.ledger.functions.acknowledge(incident_id))[0]
 
     def mitigate(self, incident_id: int, rollback_id: int = 0) -> TxReceipt:
+        if rollback_id:
+            self.deployment(rollback_id)  # an unknown id: UnknownDeployment (bad input), not RollbackNotFound
         return self._tx(self.ledger.functions.mitigate(incident_id, rollback_id))[0]
 
     def resolve(self, incident_id: int, postmortem_digest: str = "", postmortem_uri: str = "") -> TxReceipt:

@@ -65,6 +65,7 @@ class UnknownRevert(ShipledgerError):
 _INPUT_ERRORS = {
     "InvalidName", "InvalidDigest", "InvalidPercent", "InvalidScore", "InvalidSeverity", "InvalidPolicy",
     "EmptyTitle", "EmptyBatch", "InvalidDecision", "InvalidVerdict", "ZeroAddress",
+    "UnknownDeployment", "UnknownIncident",  # an unknown id is bad input (exit 2), like a malformed one
 }
 
 GATE_SENTENCES = {
