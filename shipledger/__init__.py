@@ -6,6 +6,7 @@ from shipledger.errors import (
     ContractRevert,
     Denied,
     InvalidInput,
+    PathError,
     ShipledgerError,
     TransactionTimeout,
     UsageError,
@@ -26,7 +27,7 @@ from shipledger.models import (
 
 __all__ = [
     "AddressBookError", "Artifact", "ArtifactSpec", "ConnectionFailed", "ContractRevert", "Denied",
-    "Deployment", "GateResult", "HistoryEvent", "Incident", "InvalidInput", "Ledger", "Policy",
+    "Deployment", "GateResult", "HistoryEvent", "Incident", "InvalidInput", "Ledger", "PathError", "Policy",
     "ShipledgerError", "SignedApproval", "TargetState", "TransactionTimeout", "TxReceipt", "UsageError",
     "Vote", "sign_approval",
 ]

@@ -230,10 +230,15 @@ class Ledger:
         }
         if out is not None:
             out = Path(out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(book, indent=2) + "\n")
-            tmp.replace(out)  # never leave a half-written address book
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                tmp = out.with_suffix(".tmp")
+                tmp.write_text(json.dumps(book, indent=2) + "\n")
+                tmp.replace(out)  # never leave a half-written address book
+            except OSError as exc:  # the contracts exist now: say where, or they are lost
+                where = ", ".join(f"{name} {c['address']}" for name, c in contracts.items())
+                raise AddressBookError(f"the suite is deployed on chain {chain_id} ({where}) but its address book "
+                                       f"{out} could not be written: {exc.strerror or exc}") from None
         return cls(w3, book, signer)
 
     @property

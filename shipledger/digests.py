@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from shipledger.errors import UsageError
+from shipledger.errors import UsageError, path_error
 
 def file_sha256(path: Path) -> str:
     # hashlib.file_digest reads in large blocks into OpenSSL: faster than sha256sum here (bench/)
@@ -19,7 +19,11 @@ def directory_manifest(root: Path) -> bytes:
     "<sha256 hex> <x|-> <path>\\n", x when the file is executable. Symlinks are recorded by target.
     The directory digest is the sha256 of this manifest, so it ignores timestamps and owners."""
     lines = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError):  # os.walk skips what it cannot list; a digest must not
+        raise exc
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames.sort()
         for name in filenames:
             full = Path(dirpath) / name
@@ -35,8 +39,13 @@ def directory_manifest(root: Path) -> bytes:
 def digest_path(path: str | Path) -> str:
     """'sha256:<hex>' of a file or directory."""
     path = Path(path)
-    if path.is_file():
-        return "sha256:" + file_sha256(path)
-    if path.is_dir():
-        return "sha256:" + hashlib.sha256(directory_manifest(path)).hexdigest()
+    try:
+        if path.is_file():
+            return "sha256:" + file_sha256(path)
+        if path.is_dir():
+            return "sha256:" + hashlib.sha256(directory_manifest(path)).hexdigest()
+    except OSError as exc:
+        raise path_error(exc.filename or path, exc) from None
+    if path.exists():
+        raise UsageError(f"{path} is neither a regular file nor a directory (a pipe or a device cannot be hashed)")
     raise UsageError(f"{path} does not exist (name an artifact by a path or by --digest sha256:<hex>)")

@@ -47,7 +47,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from shipledger.errors import UsageError
+from shipledger.errors import UsageError, path_error
 from shipledger.models import Verdict
 
 DEFAULT_DEPS = Path(".shipledger") / "dependencies.yaml"
@@ -176,8 +176,8 @@ def load_dependencies(path: str | Path | None = None) -> dict[str, tuple[str, ..
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON: one parser for both
-    except OSError as exc:
-        raise UsageError(f"cannot read the dependency config {path}: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise path_error(f"the dependency config {path}", exc) from None
     except yaml.YAMLError as exc:
         raise UsageError(f"{path} is not YAML or JSON: {str(exc).splitlines()[0]}") from None
     if data is None:
