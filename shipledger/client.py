@@ -347,6 +347,8 @@ class Ledger:
         """Check every field of an artifact; return it as the contract's ArtifactInput tuple."""
         check_name("service", spec.service)
         check_name("version", spec.version)
+        if not 0 <= int(spec.committed_at) < 2**64:
+            raise UsageError(f"commit time {spec.committed_at} must be unix seconds from 0 (0: unknown)")
         return (
             parse_digest(spec.digest),
             spec.service,

@@ -280,6 +280,7 @@ def _report_time(text: str | None, end: bool) -> int | None:
 
 
 def cmd_report(args) -> int:
+    from shipledger._internal.names import check_name
     from shipledger.compliance import dora
 
     if not args.out and not args.json:
@@ -287,6 +288,11 @@ def cmd_report(args) -> int:
     since, until = _report_time(args.since, False), _report_time(args.until, True)
     out = output_path(args.out) if args.out else None
     prod_envs = tuple(e.strip() for value in (args.prod_env or ["prod,production"]) for e in value.split(",") if e.strip())
+    if not prod_envs:
+        raise UsageError(f"--prod-env {','.join(args.prod_env)!r} names no environment")
+    for kind, value in (("service", args.service), ("environment", args.env), *(("environment", e) for e in prod_envs)):
+        if value is not None:
+            check_name(kind, value)
     index = synced_index(args)
     try:
         metrics = dora.from_index(index, service=args.service, environment=args.env, since=since, until=until,

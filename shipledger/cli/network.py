@@ -24,8 +24,17 @@ def cmd_devnet_down(args) -> int:
     return EXIT_OK
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    import argparse
+
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1 to 65535)")
+    return int(text)
+
+
 def add_commands(parsers) -> None:
     devnet = parsers.group("devnet")
     p = parsers.command("up", cmd_devnet_up, "start anvil, deploy the suite and a demo consortium (reuses a running one)", devnet)
-    p.add_argument("--port", type=int, default=8545, help="the loopback port anvil listens on (default 8545)")
+    p.add_argument("--port", type=port, default=8545, help="the loopback port anvil listens on (default 8545)")
     parsers.command("down", cmd_devnet_down, "stop the devnet", devnet)
