@@ -447,19 +447,38 @@ class Ledger:
             digest=digest, service=service, environment=environment, decision=decision, **kw,
         )
 
+    @classmethod
+    def validate_approval(cls, a: SignedApproval) -> tuple:
+        """Check every field of an offline vote (it comes from a file anyone may have edited); return it as
+        the contract's SignedVote tuple."""
+        for name in ("digest", "service", "environment", "registry", "signature"):
+            if not isinstance(getattr(a, name), str):
+                raise UsageError(f"{name} {getattr(a, name)!r} must be text")
+        for name in ("decision", "nonce", "deadline", "chain_id"):
+            value = getattr(a, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**256:
+                raise UsageError(f"{name} {value!r} must be a whole number from 0 to 2**256-1")
+        if a.decision not in (Decision.APPROVE, Decision.REJECT):
+            raise UsageError(f"decision {a.decision!r} must be {int(Decision.APPROVE)} (approve) or {int(Decision.REJECT)} (reject)")
+        cls._address(a.registry)
+        try:
+            signature = bytes.fromhex(a.signature.removeprefix("0x"))
+        except ValueError:
+            raise UsageError(f"signature {a.signature[:20]!r}... is not hex") from None
+        if not signature:
+            raise UsageError("the signature is empty")
+        return (cls._address(a.signer), parse_digest(a.digest), check_name("service", a.service),
+                check_name("environment", a.environment), a.decision, a.nonce, a.deadline, signature)
+
     def submit_approvals(self, approvals: list[SignedApproval]) -> TxReceipt:
         """Submit offline-signed votes in one voteBySig transaction (any account may submit)."""
+        votes = [self.validate_approval(a) for a in approvals]
         for a in approvals:
             if a.chain_id != self.chain_id or Web3.to_checksum_address(a.registry) != self.registry.address:
                 raise UsageError(
                     f"the vote by {a.signer} was signed for chain {a.chain_id} / {a.registry}, "
                     f"not this ledger (chain {self.chain_id} / {self.registry.address})"
                 )
-        votes = [
-            (a.signer, parse_digest(a.digest), a.service, a.environment, a.decision, a.nonce, a.deadline,
-             bytes.fromhex(a.signature.removeprefix("0x")))
-            for a in approvals
-        ]
         return self._tx(self.registry.functions.voteBySig(votes))[0]
 
     def vote_of(self, digest: str, service: str, environment: str, approver: str) -> Vote:
