@@ -10,6 +10,7 @@ from shipledger.errors import (
     ContractRevert,
     Denied,
     InvalidInput,
+    PathError,
     ShipledgerError,
     TransactionTimeout,
     UsageError,
@@ -21,7 +22,7 @@ _CLIENT = ("Ledger", "sign_approval")
 
 __all__ = [
     "AddressBookError", "Artifact", "ArtifactSpec", "BatchResult", "ConnectionFailed", "ContractRevert", "Denied",
-    "Deployment", "GateResult", "HistoryEvent", "Incident", "InvalidInput", "Ledger", "Policy",
+    "Deployment", "GateResult", "HistoryEvent", "Incident", "InvalidInput", "Ledger", "PathError", "Policy",
     "ShipledgerError", "SignedApproval", "TargetState", "TransactionTimeout", "TxReceipt", "UsageError",
     "Vote", "sign_approval",
 ]

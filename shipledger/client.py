@@ -235,10 +235,15 @@ class Ledger:
         }
         if out is not None:
             out = Path(out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(book, indent=2) + "\n")
-            tmp.replace(out)  # never leave a half-written address book
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                tmp = out.with_suffix(".tmp")
+                tmp.write_text(json.dumps(book, indent=2) + "\n")
+                tmp.replace(out)  # never leave a half-written address book
+            except OSError as exc:  # the contracts exist now: say where, or they are lost
+                where = ", ".join(f"{name} {c['address']}" for name, c in contracts.items())
+                raise AddressBookError(f"the suite is deployed on chain {chain_id} ({where}) but its address book "
+                                       f"{out} could not be written: {exc.strerror or exc}") from None
         return cls(w3, book, signer)
 
     @property
@@ -375,6 +380,8 @@ class Ledger:
             raise UsageError(f"committed_at {at!r} must be a whole number of unix seconds from 0 to 2**64 - 1")
         check_name("service", spec.service)
         check_name("version", spec.version)
+        if not 0 <= int(spec.committed_at) < 2**64:
+            raise UsageError(f"commit time {spec.committed_at} must be unix seconds from 0 (0: unknown)")
         return (
             parse_digest(spec.digest),
             spec.service,
@@ -474,19 +481,38 @@ class Ledger:
             digest=digest, service=service, environment=environment, decision=decision, **kw,
         )
 
+    @classmethod
+    def validate_approval(cls, a: SignedApproval) -> tuple:
+        """Check every field of an offline vote (it comes from a file anyone may have edited); return it as
+        the contract's SignedVote tuple."""
+        for name in ("digest", "service", "environment", "registry", "signature"):
+            if not isinstance(getattr(a, name), str):
+                raise UsageError(f"{name} {getattr(a, name)!r} must be text")
+        for name in ("decision", "nonce", "deadline", "chain_id"):
+            value = getattr(a, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**256:
+                raise UsageError(f"{name} {value!r} must be a whole number from 0 to 2**256-1")
+        if a.decision not in (Decision.APPROVE, Decision.REJECT):
+            raise UsageError(f"decision {a.decision!r} must be {int(Decision.APPROVE)} (approve) or {int(Decision.REJECT)} (reject)")
+        cls._address(a.registry)
+        try:
+            signature = bytes.fromhex(a.signature.removeprefix("0x"))
+        except ValueError:
+            raise UsageError(f"signature {a.signature[:20]!r}... is not hex") from None
+        if not signature:
+            raise UsageError("the signature is empty")
+        return (cls._address(a.signer), parse_digest(a.digest), check_name("service", a.service),
+                check_name("environment", a.environment), a.decision, a.nonce, a.deadline, signature)
+
     def submit_approvals(self, approvals: list[SignedApproval]) -> TxReceipt:
         """Submit offline-signed votes in one voteBySig transaction (any account may submit)."""
+        votes = [self.validate_approval(a) for a in approvals]
         for a in approvals:
             if a.chain_id != self.chain_id or Web3.to_checksum_address(a.registry) != self.registry.address:
                 raise UsageError(
                     f"the vote by {a.signer} was signed for chain {a.chain_id} / {a.registry}, "
                     f"not this ledger (chain {self.chain_id} / {self.registry.address})"
                 )
-        votes = [
-            (a.signer, parse_digest(a.digest), a.service, a.environment, a.decision, a.nonce, a.deadline,
-             bytes.fromhex(a.signature.removeprefix("0x")))
-            for a in approvals
-        ]
         return self._tx(self.registry.functions.voteBySig(votes))[0]
 
     def vote_of(self, digest: str, service: str, environment: str, approver: str) -> Vote:
@@ -599,6 +625,8 @@ class Ledger:
         return self._tx(self.ledger.functions.acknowledge(incident_id))[0]
 
     def mitigate(self, incident_id: int, rollback_id: int = 0) -> TxReceipt:
+        if rollback_id:
+            self.deployment(rollback_id)  # an unknown id: UnknownDeployment (bad input), not RollbackNotFound
         return self._tx(self.ledger.functions.mitigate(incident_id, rollback_id))[0]
 
     def resolve(self, incident_id: int, postmortem_digest: str = "", postmortem_uri: str = "") -> TxReceipt:

@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from shipledger.errors import UsageError
+from shipledger.errors import UsageError, path_error
 
 MANIFEST_HEADER = "shipledger-manifest v2\n"  # v1 had no header line; its digests are not comparable
 
@@ -82,7 +82,7 @@ def digest_path(path: str | Path) -> str:
             return "sha256:" + file_sha256(path)
         is_dir, exists = path.is_dir(), path.exists()
     except OSError as exc:  # an unreadable file, or a directory on the way that we may not enter
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        raise path_error(exc.filename or path, exc) from None
     if is_dir:
         return "sha256:" + hashlib.sha256(directory_manifest(path)).hexdigest()
     if exists:

@@ -18,6 +18,20 @@ class UsageError(ShipledgerError):
     exit_code = 2
 
 
+class PathError(UsageError):
+    """A file or directory the user named cannot be read or written (missing, a directory, no permission,
+    a read-only filesystem, not text)."""
+
+
+def path_error(path, exc: BaseException, doing: str = "read") -> PathError:
+    """PathError naming the path, from the OSError or UnicodeDecodeError met while using it."""
+    if isinstance(exc, UnicodeDecodeError):
+        why = f"it is not UTF-8 text (byte {exc.start})"
+    else:
+        why = (getattr(exc, "strerror", None) or str(exc)).lower()
+    return PathError(f"cannot {doing} {path}: {why}")
+
+
 class ConnectionFailed(ShipledgerError):
     """The JSON-RPC node cannot be reached or answered garbage."""
 
@@ -65,6 +79,7 @@ class UnknownRevert(ShipledgerError):
 _INPUT_ERRORS = {
     "InvalidName", "InvalidDigest", "InvalidPercent", "InvalidScore", "InvalidSeverity", "InvalidPolicy",
     "EmptyTitle", "EmptyBatch", "InvalidDecision", "InvalidVerdict", "ZeroAddress",
+    "UnknownDeployment", "UnknownIncident",  # an unknown id is bad input (exit 2), like a malformed one
 }
 
 GATE_SENTENCES = {  # in the order of the contracts' GateReason codes (models.GateReason; tests/test_layout.py checks)

@@ -33,6 +33,7 @@ class Result(NamedTuple):
     code: int
     out: str
     err: str
+    json_mode: bool = False  # --json was passed: a failure prints the one error document on stdout
 
     def json(self):
         """stdout as exactly one JSON document."""
@@ -58,7 +59,7 @@ def run(args, key: str | None = None, *, cwd: Path, env: dict | None = None, tim
     proc = subprocess.run([*CLI, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert_no_traceback(proc.stderr)
     assert_no_traceback(proc.stdout)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return Result(proc.returncode, proc.stdout, proc.stderr, "--json" in map(str, args))
 
 
 def ok(result: Result) -> dict:
@@ -68,10 +69,18 @@ def ok(result: Result) -> dict:
 
 
 def fails(result: Result, code: int, *needles: str) -> str:
-    """Exit `code`, nothing on stdout, one line on stderr containing every needle; return that line."""
+    """Exit `code`, the message on stderr containing every needle (returned), and on stdout nothing, or
+    with --json only the error document {"error": {"code", "message", "exit"}} carrying the same message."""
     assert result.code == code, f"expected exit {code}, got {result.code}: {result.err}{result.out}"
-    assert result.out == "", f"stdout should be empty on failure: {result.out!r}"
     message = result.err.strip()
+    if result.json_mode:
+        document = result.json()
+        assert set(document) == {"error"} and set(document["error"]) == {"code", "message", "exit"}, document
+        error = document["error"]
+        assert error["exit"] == code and error["code"] and isinstance(error["code"], str), document
+        assert error["message"] and error["message"] in message, f"{error['message']!r} is not the message on stderr"
+    else:
+        assert result.out == "", f"stdout should be empty on failure: {result.out!r}"
     for needle in needles:
         assert needle in message, f"{needle!r} not in {message!r}"
     return message

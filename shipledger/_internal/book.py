@@ -24,6 +24,8 @@ def load_address_book(deployment: str | Path | dict) -> dict:
             book = json.loads(path.read_text())
         except FileNotFoundError:
             raise AddressBookError(f"address book {path} does not exist; deploy the suite or pass --deployment") from None
+        except UnicodeDecodeError:
+            raise AddressBookError(f"address book {path} is not readable JSON: it is not UTF-8 text") from None
         except (OSError, json.JSONDecodeError) as exc:
             raise AddressBookError(f"address book {path} is not readable JSON: {exc}") from None
     where = f"address book {deployment}" if not isinstance(deployment, dict) else "the address book"

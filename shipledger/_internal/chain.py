@@ -201,9 +201,11 @@ class TxSender:
         except Exception as exc:  # noqa: BLE001
             raise_decoded(exc)
         if receipt.status != 1:
-            if fn is not None:  # replay at the block before to learn why
+            # Replay to learn why: on the state before the block, then at the block itself, whose timestamp
+            # is the one the transaction saw (a signature valid when sent may have expired when mined).
+            for block in ((receipt.blockNumber - 1, receipt.blockNumber) if fn is not None else ()):
                 try:
-                    fn.call({"from": self.address}, block_identifier=receipt.blockNumber - 1)
+                    fn.call({"from": self.address}, block_identifier=block)
                 except Exception as exc:  # noqa: BLE001
                     raise_decoded(exc)
             raise ShipledgerError(f"transaction {tx_hash} reverted in block {receipt.blockNumber}")

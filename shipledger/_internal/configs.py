@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shipledger.errors import UsageError
+from shipledger.errors import UsageError, path_error
 
 
 def load_document(path: str | Path, what: str):
@@ -16,10 +16,8 @@ def load_document(path: str | Path, what: str):
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM from an editor is not content
-    except UnicodeDecodeError:
-        raise UsageError(f"{what} {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise path_error(f"{what} {path}", exc) from None
     if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
         try:
             return json.loads(text)

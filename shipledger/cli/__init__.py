@@ -9,11 +9,12 @@ gate fails closed: if it cannot get and decode an answer it exits 1, never 0.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 
-from shipledger.errors import ShipledgerError
+from shipledger.errors import ShipledgerError, UsageError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED = 0, 1, 2, 3
 
@@ -71,6 +72,22 @@ def tx_data(receipt) -> dict:
 
 
 # ---------------------------------------------------------------------- the parser
+
+class CommandLineError(UsageError):
+    """argparse's complaint about the command line: an unknown option, a missing or malformed value."""
+
+    def __init__(self, message: str, usage: str):
+        super().__init__(message)
+        self.usage = usage
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Raises instead of exiting on a usage error, so main reports it like every other failure (with
+    --json, as the error document too). Subparsers are made of the same class."""
+
+    def error(self, message):
+        raise CommandLineError(f"{self.prog}: {message}", self.format_usage())
+
 
 class Parsers:
     """What a command group module needs to add its commands: `command(name, handler, help, parent)`
@@ -150,7 +167,7 @@ def build_parser(only: str | None = None):
                         help="give up on a node that has not answered a request for this long, e.g. 5 or 5s (env "
                              "SHIPLEDGER_RPC_TIMEOUT; default 15 s a call, retried, 60 s for the index, 15 s for the gate)")
 
-    parser = argparse.ArgumentParser(prog="shipledger", parents=[common], description="Provably approved deployments on a consortium EVM chain.")
+    parser = ArgumentParser(prog="shipledger", parents=[common], description="Provably approved deployments on a consortium EVM chain.")
     parser.add_argument("--version", action=_version_action(), nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     if only not in COMMANDS:
@@ -176,9 +193,22 @@ def _command_word(argv: list[str]) -> str | None:
     return None
 
 
+def _failed(as_json: bool, code: str, message: str, exit_code: int, prefix: str = "shipledger: ") -> int:
+    """A failure: the sentence on stderr and, with --json, the one document on stdout, so a pipeline that
+    parses the output learns why: {"error": {"code": <stable name>, "message": <the sentence>, "exit": N}}."""
+    print(prefix + message, file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": {"code": code, "message": message, "exit": exit_code}}))
+    return exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(_command_word(argv)).parse_args(argv)
+    try:
+        args = build_parser(_command_word(argv)).parse_args(argv)
+    except CommandLineError as exc:
+        print(exc.usage, end="", file=sys.stderr)
+        return _failed("--json" in argv, "UsageError", str(exc), exc.exit_code, prefix="")  # it names the command
     for name, default in GLOBAL_DEFAULTS:
         if not hasattr(args, name):
             setattr(args, name, default)
@@ -195,13 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except ShipledgerError as exc:
-        print(f"shipledger: {exc}", file=sys.stderr)
-        return exc.exit_code
+        # a contract error's class is named after it (GateDenied, UnknownDeployment); ours are UsageError, ...
+        return _failed(args.json, exc.__class__.__name__, str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        print("shipledger: interrupted", file=sys.stderr)
-        return 130
+        return _failed(args.json, "Interrupted", "interrupted", 130)
     except Exception as exc:  # noqa: BLE001 - an unexpected failure: one line, no traceback unless asked
         if os.environ.get("SHIPLEDGER_DEBUG"):
             raise
-        print(f"shipledger: internal error: {exc.__class__.__name__}: {exc} (set SHIPLEDGER_DEBUG=1 for a traceback)", file=sys.stderr)
-        return EXIT_ERROR
+        if isinstance(exc, OSError) and exc.filename:
+            # A file failed us after the checks at the edge (a full disk, another process): still a sentence.
+            return _failed(args.json, exc.__class__.__name__, f"cannot use {exc.filename}: {exc.strerror or exc}", EXIT_ERROR)
+        return _failed(args.json, "InternalError", f"internal error: {exc.__class__.__name__}: {exc}"
+                       " (set SHIPLEDGER_DEBUG=1 for a traceback)", EXIT_ERROR)

@@ -353,6 +353,9 @@ def cmd_report(args) -> int:
     prod_envs = tuple(e.strip() for value in (args.prod_env or ["prod,production"]) for e in value.split(",") if e.strip())
     if not prod_envs:
         raise UsageError(f"--prod-env {','.join(args.prod_env)!r} names no environment")
+    for kind, value in (("service", args.service), ("environment", args.env)):
+        if value is not None:
+            check_name(kind, value)
     for env in prod_envs:
         check_name("--prod-env environment", env)
     if not Path(args.repo).is_dir():

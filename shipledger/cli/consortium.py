@@ -8,9 +8,9 @@ from pathlib import Path
 from shipledger.cli import EXIT_OK, emit, tx_data
 from shipledger.cli.shared import (
     ENV_HELP, SERVICE_HELP, address, counted, duration, index_args, index_source, load_signer, open_ledger, positive_int,
-    rpc_url, shown, synced_index, warn_case_twins,
+    rpc_url, shown, synced_index, warn_case_twins, writable_path,
 )
-from shipledger.errors import UsageError
+from shipledger.errors import PathError, UsageError
 
 
 def cmd_suite_deploy(args) -> int:
@@ -21,6 +21,9 @@ def cmd_suite_deploy(args) -> int:
         raise UsageError(f"deploying needs a key: set ${args.key_env} or pass --keystore FILE")
     if Path(args.out).exists() and not args.force:
         raise UsageError(f"{args.out} exists; pass --force to overwrite it")
+    if Path(args.out).is_dir():
+        raise PathError(f"cannot write {args.out}: it is a directory")
+    writable_path(Path(args.out))  # before anything is deployed, not after
     ledger = Ledger.deploy_suite(rpc_url(args), signer, out=args.out)
     emit(args, {"deployment": args.out, **ledger.book}, f"suite deployed on chain {ledger.chain_id}; address book {args.out}; admin {signer.address}")
     return EXIT_OK

@@ -10,9 +10,9 @@ from pathlib import Path
 from shipledger.cli import EXIT_DENIED, EXIT_OK, emit, tx_data
 from shipledger.cli.shared import (
     ENV_HELP, SERVICE_HELP, artifact_args, artifact_digest, book_path, duration, file_digest, open_ledger,
-    positive_int,
+    positive_int, writable_path,
 )
-from shipledger.errors import AddressBookError, UsageError
+from shipledger.errors import AddressBookError, PathError, UsageError
 
 
 def cmd_canary_judge(args) -> int:
@@ -52,8 +52,11 @@ def cmd_rollout(args) -> int:
     from shipledger._internal.names import check_name
 
     store = rollout.Store(args.state_dir)
+    if store.dir.exists() and not store.dir.is_dir():
+        raise PathError(f"rollout state directory {store.dir} is not a directory")
     if args.rollout_command == "status":
         return _rollout_status(args, store)
+    writable_path(store.dir, "rollout state directory ")  # run, resume and abort save state: checked before any step
     if args.rollout_command == "run":
         check_name("service", args.service)
         check_name("environment", args.env)
@@ -107,13 +110,13 @@ def cmd_canary_record(args) -> int:
     path = Path(args.report)
     if not path.is_file():
         raise UsageError(f"report {args.report} is not a file")
+    digest = file_digest(args.report)  # first: an unreadable report stops here, naming it
     judge_name = args.judge
     if judge_name is None:
         try:
             judge_name = json.loads(path.read_text()).get("judge_version") or "manual"
-        except (ValueError, UnicodeDecodeError, AttributeError):
+        except (OSError, ValueError, AttributeError):
             judge_name = "manual"
-    digest = file_digest(args.report)
     uri = args.uri or path.resolve().as_uri()
     receipt = open_ledger(args).record_analysis(args.id, args.score, args.verdict, digest, uri, judge_name)
     emit(args, {"deployment_id": args.id, "score": args.score, "verdict": args.verdict, "report_digest": digest,

@@ -14,9 +14,9 @@ from pathlib import Path
 from shipledger.cli import EXIT_DENIED, EXIT_OK, emit, tx_data
 from shipledger.cli.shared import (
     ENV_HELP, SERVICE_HELP, artifact_args, artifact_digest, book_path, duration, file_digest, load_signer,
-    open_ledger, rpc_url, warn_case_twins,
+    open_ledger, output_path, rpc_url, warn_case_twins,
 )
-from shipledger.errors import AddressBookError, UsageError, gate_sentence
+from shipledger.errors import AddressBookError, UsageError, gate_sentence, path_error
 
 
 def asdict(value) -> dict:
@@ -255,6 +255,12 @@ def cmd_revoke(args) -> int:
 
 
 def cmd_approve(args) -> int:
+    if not args.sign_only:
+        stray = [option for option, value in (("--out", args.out), ("--valid-for", args.valid_for)) if value is not None]
+        if stray:
+            raise UsageError(f"{' and '.join(stray)} only go with --sign-only (a vote sent now has neither)")
+    elif args.comment:
+        raise UsageError("--comment is not part of a signed vote: sign without it, or approve by transaction")
     digest = artifact_digest(args)
     if args.sign_only:
         return _sign_only(args, digest, "approve")
@@ -271,6 +277,9 @@ def _sign_only(args, digest: str, decision: str) -> int:
 
     if not args.out:
         raise UsageError("--sign-only needs --out FILE")
+    if args.valid_for is not None and args.valid_for < 1:
+        raise UsageError(f"--valid-for must be more than 0s: a signature valid for {args.valid_for}s has expired when it is made")
+    out = output_path(args.out)
     book = load_address_book(book_path(args))
     signer = load_signer(args)
     if signer is None:
@@ -280,23 +289,31 @@ def _sign_only(args, digest: str, decision: str) -> int:
         digest=digest, service=args.service, environment=args.env, decision=decision,
         deadline=None if args.valid_for is None else int(__import__("time").time()) + args.valid_for,
     )
-    Path(args.out).write_text(json.dumps(asdict(signed), indent=2) + "\n")
+    try:
+        out.write_text(json.dumps(asdict(signed), indent=2) + "\n")
+    except OSError as exc:
+        raise path_error(out, exc, "write") from None
     emit(args, {"out": args.out, **asdict(signed)}, f"signed {'an approval' if decision == 'approve' else 'a rejection'} by {signer.address} into {args.out};"
          " anyone may submit it")
     return EXIT_OK
 
 
 def cmd_approvals_submit(args) -> int:
+    from shipledger.client import Ledger
     from shipledger.models import SignedApproval
 
     approvals = []
     for path in args.files:
         try:
-            approvals.append(SignedApproval(**json.loads(Path(path).read_text())))
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+            approval = SignedApproval(**json.loads(Path(path).read_text()))
+            Ledger.validate_approval(approval)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise path_error(path, exc) from None
         except (json.JSONDecodeError, TypeError) as exc:
             raise UsageError(f"{path} is not a signed approval: {exc}") from None
+        except UsageError as exc:
+            raise UsageError(f"{path} is not a valid signed approval: {exc}") from None
+        approvals.append(approval)
     ledger = open_ledger(args)
     receipt = ledger.submit_approvals(approvals)
     emit(args, {"submitted": len(approvals), **tx_data(receipt)}, f"submitted {len(approvals)} signed votes")
@@ -308,7 +325,9 @@ def cmd_reject(args) -> int:
     ledger = open_ledger(args)
     receipt = ledger.reject(digest, args.service, args.env, args.reason)
     emit(args, {"digest": digest, "recorded": receipt is not None, **tx_data(receipt)},
-         f"{ledger.signer_address} rejected {args.service} {digest} for {args.env}: {args.reason}")
+         f"{ledger.signer_address} rejected {args.service} {digest} for {args.env}: {args.reason}" if receipt
+         else f"{ledger.signer_address}'s veto of {args.service} {digest} for {args.env} already stands: nothing sent, "
+              f"and the reason {args.reason!r} is not recorded (withdraw, then reject again, to record a new one)")
     return EXIT_OK
 
 

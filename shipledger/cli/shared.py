@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from shipledger.errors import AddressBookError, ShipledgerError, UsageError
+from shipledger.errors import AddressBookError, PathError, ShipledgerError, UsageError
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 DEFAULT_BOOK = Path("deployments") / "devnet.json"
@@ -145,10 +145,17 @@ def load_signer(args):
     from eth_account import Account
 
     if args.keystore:
+        from shipledger.errors import path_error
+
         try:
             keystore = json.loads(Path(args.keystore).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"cannot read keystore {args.keystore}: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise path_error(f"keystore {args.keystore}", exc) from None
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"keystore {args.keystore} is not JSON: {exc}") from None
+        # checked before a password is asked for: a file that is no keystore needs none
+        if not isinstance(keystore, dict) or not isinstance(keystore.get("crypto", keystore.get("Crypto")), dict):
+            raise UsageError(f"keystore {args.keystore} is not an encrypted key (a JSON object with `crypto`)")
         password = os.environ.get("SHIPLEDGER_KEYSTORE_PASSWORD")
         if password is None:
             if not sys.stdin.isatty():
@@ -158,6 +165,10 @@ def load_signer(args):
             password = getpass.getpass(f"password for {args.keystore}: ")
         try:
             return Account.from_key(Account.decrypt(keystore, password))
+        except KeyError as exc:  # eth-account's word for a keystore it cannot parse
+            raise UsageError(f"keystore {args.keystore} is malformed: it has no {exc}") from None
+        except TypeError as exc:
+            raise UsageError(f"keystore {args.keystore} is malformed: {exc}") from None
         except ValueError:
             raise UsageError(f"wrong password for keystore {args.keystore}") from None
     key = os.environ.get(args.key_env)
@@ -257,11 +268,27 @@ def synced_index(args, source=None):
 
 
 def output_path(text: str) -> Path:
-    """Where --out writes. A symlink there is refused rather than followed or replaced: an export
+    """Where --out writes, checked before any work: not a directory, in a directory that exists and
+    that we may write in. A symlink there is refused rather than followed or replaced: an export
     landing in whatever file a link points at (in a shared directory, anyone's) is not what was asked."""
     path = Path(text)
     if path.is_symlink():
         raise UsageError(f"cannot write {path}: it is a symbolic link (give the real path)")
     if path.is_dir() or not path.parent.is_dir():
-        raise UsageError(f"cannot write {path}: " + ("it is a directory" if path.is_dir() else f"{path.parent} does not exist"))
+        raise PathError(f"cannot write {path}: " + ("it is a directory" if path.is_dir() else f"{path.parent} does not exist"))
+    writable_path(path)
+    return path
+
+
+def writable_path(path: Path, what: str = "") -> Path:
+    """Raise PathError unless we may create or replace path: the nearest existing directory on its way
+    (missing ones are made) grants write access; os.access also says no on a read-only filesystem, even
+    to root."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PathError(f"cannot write {what}{path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PathError(f"cannot write {what}{path}: permission denied or a read-only filesystem")
     return path

@@ -32,6 +32,7 @@ rewinds to the last block it still shares with the chain and syncs again from th
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -49,7 +50,7 @@ from eth_utils import keccak, to_checksum_address
 from shipledger._internal import artifacts
 from shipledger._internal.revert import canonical_type
 from shipledger._internal.rpc import Rpc, error_text
-from shipledger.errors import ConnectionFailed, ShipledgerError, UsageError
+from shipledger.errors import ConnectionFailed, PathError, ShipledgerError, UsageError, path_error
 from shipledger.models import HistoryEvent
 
 try:
@@ -569,7 +570,16 @@ class Index:
         if read_only:
             return cls._open_read_only(path)
         if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # a path we cannot use is bad input (exit 2); a file that is no index stays IndexMismatch below
+            if path.is_dir():
+                raise PathError(f"index database {path} is a directory")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise path_error(f"the directory of index database {path}", exc, "create") from None
+            # SQLite's WAL files go beside the database
+            if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+                raise PathError(f"cannot open index database {path}: permission denied or a read-only filesystem")
         try:
             db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row

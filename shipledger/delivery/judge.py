@@ -79,7 +79,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
-from shipledger.errors import UsageError
+from shipledger.errors import UsageError, path_error
 
 JUDGE_VERSION = "shipledger-judge/2"  # recorded on chain with each verdict; bump on any rule change
 
@@ -309,8 +309,8 @@ def load_samples(path) -> dict[str, list[float]]:
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read samples {path}: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise path_error(f"samples {path}", exc) from None
     if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
         return _samples_from_json(path, text)
     return _samples_from_csv(path, text)

@@ -152,6 +152,8 @@ class Store:
                              "(run from the directory `rollout run` ran in, or pass --state-dir)") from None
         except (OSError, ValueError) as exc:
             raise RolloutError(f"rollout state {path} is unreadable: {exc}") from None
+        if not isinstance(state, dict):
+            raise RolloutError(f"rollout state {path} is not a JSON object")
         if state.get("format") != STATE_FORMAT:
             raise RolloutError(f"rollout state {path} has format {state.get('format')!r}, expected {STATE_FORMAT}")
         return state
@@ -492,11 +494,14 @@ def start(ledger, store: Store, *, digest: str, artifact: str | None, service: s
     """Check everything, start the deployment at steps[0] (the gate decides) and drive it."""
     from shipledger.delivery.judge import load_config
 
-    config = load_config(config_path)
-    check_window(config, Source.from_config(config.raw), interval)  # checked before anything is sent
-    check_traffic_command(traffic_cmd)
     if not 1 <= severity <= 4:
         raise UsageError(f"incident severity {severity} must be 1 (most severe) to 4")
+    config = load_config(config_path)
+    try:
+        check_window(config, Source.from_config(config.raw), interval)  # checked before anything is sent
+    except UsageError as exc:
+        raise UsageError(f"{config_path}: {exc}") from None
+    check_traffic_command(traffic_cmd)
     account = ledger.signer_address
     if not ledger.has_role("RESPONDER", account):
         log(f"note: {account} lacks RESPONDER: a failed canary will be rolled back but no incident opened")

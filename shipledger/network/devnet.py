@@ -217,13 +217,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _read_state(state_dir: Path) -> dict | None:
+    """The state file `devnet up` wrote, None if there is none; ShipledgerError if it is not one."""
+    path = state_dir / "state.json"
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ShipledgerError(f"devnet state {path} is unreadable: {exc}") from None
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), int) for k in ("pid", "chain_id")) or not all(
+            isinstance(state.get(k), str) for k in ("rpc_url", "deployment", "registry")):
+        raise ShipledgerError(f"devnet state {path} is not one `devnet up` wrote: stop its anvil yourself, then delete it")
+    return state
+
+
 def running_devnet(state_dir: Path = STATE_DIR) -> dict | None:
     """The devnet recorded in state_dir if its anvil still answers, else None."""
     try:
-        state = json.loads((state_dir / "state.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not _alive(state["pid"]):
+        state = _read_state(state_dir)
+    except ShipledgerError:
+        return None  # `devnet up` starts a new one and writes a good state file over it
+    if state is None or not _alive(state["pid"]):
         return None
     try:
         if int(rpc_call(state["rpc_url"], "eth_chainId"), 16) != state["chain_id"]:
@@ -307,9 +322,8 @@ def devnet_up(port: int = 8545, book_path: Path = DEFAULT_BOOK, state_dir: Path 
 
 def devnet_down(state_dir: Path = STATE_DIR) -> bool:
     """Stop the background anvil and forget its address book; False if none was running."""
-    try:
-        state = json.loads((state_dir / "state.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    state = _read_state(state_dir)  # a broken one is reported: which process to stop is not known
+    if state is None:
         return False
     stopped = False
     if _alive(state["pid"]):
