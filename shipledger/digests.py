@@ -51,7 +51,7 @@ def directory_manifest(root: str | Path) -> bytes:
             with os.scandir(directory) as listing:
                 children = list(listing)
         except OSError as exc:
-            raise UsageError(f"cannot list {os.fsdecode(directory)}: {exc.strerror}") from None
+            raise path_error(os.fsdecode(directory), exc, "list") from None
         for child in children:
             path = prefix + escape_name(child.name)
             try:
@@ -68,7 +68,7 @@ def directory_manifest(root: str | Path) -> bytes:
                                          " only files, directories and symlinks")
                     line = f"{'x' if mode & 0o111 else 'f'} {file_sha256(child.path)} {path}\n"
             except OSError as exc:
-                raise UsageError(f"cannot read {os.fsdecode(child.path)}: {exc.strerror}") from None
+                raise path_error(os.fsdecode(child.path), exc) from None
             entries.append((path, line))
     entries.sort()
     return (MANIFEST_HEADER + "".join(line for _, line in entries)).encode("ascii")

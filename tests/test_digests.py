@@ -277,17 +277,17 @@ def test_unreadable_subdirectory_is_refused_naming_it(shared_dir):
     readable = digest_as_other_user(shared_dir)
     assert "digest" in readable, readable  # the setup is readable by that user until we take it away
     (shared_dir / "secret").chmod(0o000)
-    assert digest_as_other_user(shared_dir) == {"error": f"cannot list {shared_dir}/secret: Permission denied"}
+    assert digest_as_other_user(shared_dir) == {"error": f"cannot list {shared_dir}/secret: permission denied"}
     assert digest_as_other_user(shared_dir / "secret" / "key") == {
-        "error": f"cannot read {shared_dir}/secret/key: Permission denied"}
+        "error": f"cannot read {shared_dir}/secret/key: permission denied"}
 
 
 def test_unreadable_file_is_refused_naming_it(shared_dir):
     write(shared_dir, "visible", b"x")
     write(shared_dir, "sub/secret", b"k", 0o000)
-    assert digest_as_other_user(shared_dir) == {"error": f"cannot read {shared_dir}/sub/secret: Permission denied"}
+    assert digest_as_other_user(shared_dir) == {"error": f"cannot read {shared_dir}/sub/secret: permission denied"}
     assert digest_as_other_user(shared_dir / "sub" / "secret") == {
-        "error": f"cannot read {shared_dir}/sub/secret: Permission denied"}
+        "error": f"cannot read {shared_dir}/sub/secret: permission denied"}
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs a file owned by another user, which only root can make")
