@@ -1,1 +1,0 @@
-"""Compliance: the SQLite event index, trace, audit, export and its verification, DORA metrics and the report."""

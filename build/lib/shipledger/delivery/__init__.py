@@ -1,1 +1,0 @@
-"""Progressive delivery: the canary judge, sample sources, the rollout controller and incident suspects."""

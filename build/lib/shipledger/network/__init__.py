@@ -1,1 +1,0 @@
-"""The chains the CLI starts for you: the embedded anvil devnet today."""
