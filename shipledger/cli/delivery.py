@@ -9,8 +9,7 @@ from pathlib import Path
 
 from shipledger.cli import EXIT_DENIED, EXIT_OK, emit, tx_data
 from shipledger.cli.shared import (
-    ENV_HELP, SERVICE_HELP, artifact_args, artifact_digest, book_path, duration, file_digest, open_ledger,
-    positive_int, writable_path,
+    artifact_digest, book_path, duration, file_digest, open_ledger, positive_int, target_args, writable_path,
 )
 from shipledger.errors import AddressBookError, PathError, UsageError
 
@@ -169,9 +168,7 @@ def add_commands(parsers) -> None:
     state_dir_help = "where rollout state and reports live (env SHIPLEDGER_ROLLOUT_DIR; default .shipledger/rollouts)"
     p = command("run", cmd_rollout, "roll out in steps; each step judged; pass promotes, marginal pauses, fail rolls back. "
                 "Exit 0 completed, 3 paused/rolled back, 1 stopped on an error", rollout)
-    artifact_args(p)
-    p.add_argument("--service", required=True, help=SERVICE_HELP)
-    p.add_argument("--env", required=True, help=ENV_HELP)
+    target_args(p)
     p.add_argument("--steps", default="10,50,100", help="percentages, increasing, ending at 100 (default 10,50,100)")
     p.add_argument("--interval", type=duration, required=True, help="wait at each step before judging (e.g. 5m)")
     p.add_argument("--analysis", required=True, metavar="CONFIG", help="canary config (YAML/JSON) with `source:` and metric queries")

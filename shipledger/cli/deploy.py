@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from shipledger.cli import EXIT_OK, emit, tx_data
-from shipledger.cli.shared import ENV_HELP, SERVICE_HELP, artifact_args, artifact_digest, open_ledger, positive_int
+from shipledger.cli.shared import artifact_digest, open_ledger, positive_int, target_args
 
 
 def cmd_deploy(args) -> int:
@@ -37,9 +37,7 @@ def add_commands(parsers) -> None:
     command = parsers.command
     deploy = parsers.group("deploy")
     p = command("start", cmd_deploy, "start a rollout if the gate allows it; prints the deployment id", deploy)
-    artifact_args(p)
-    p.add_argument("--service", required=True, help=SERVICE_HELP)
-    p.add_argument("--env", required=True, help=ENV_HELP)
+    target_args(p)
     p.add_argument("--percent", type=int, default=100, help="share of traffic the rollout starts at, 1 to 100 (default 100)")
     p = command("promote", cmd_deploy, "raise the rollout percentage", deploy)
     p.add_argument("id", type=positive_int)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from shipledger.cli import EXIT_DENIED, EXIT_OK, emit, tx_data
 from shipledger.cli.shared import (
-    ENV_HELP, SERVICE_HELP, artifact_args, artifact_digest, book_path, duration, file_digest, load_signer,
-    open_ledger, output_path, rpc_url, warn_case_twins,
+    SERVICE_HELP, artifact_args, artifact_digest, book_path, duration, file_digest, load_signer, open_ledger,
+    output_path, rpc_url, target_args, warn_case_twins,
 )
 from shipledger.errors import AddressBookError, UsageError, gate_sentence, path_error
 
@@ -360,9 +360,7 @@ def add_commands(parsers) -> None:
     p.add_argument("--reason", required=True, help="why it is revoked (recorded on chain for everyone to read)")
 
     p = command("approve", cmd_approve)
-    artifact_args(p)
-    p.add_argument("--service", required=True, help=SERVICE_HELP)
-    p.add_argument("--env", required=True, help=ENV_HELP)
+    target_args(p)
     p.add_argument("--comment")
     p.add_argument("--sign-only", action="store_true", help="sign an EIP-712 approval offline instead of sending")
     p.add_argument("--out", help="where --sign-only writes the signature (JSON)")
@@ -373,17 +371,11 @@ def add_commands(parsers) -> None:
     p.add_argument("files", nargs="+")
 
     p = command("reject", cmd_reject)
-    artifact_args(p)
-    p.add_argument("--service", required=True, help=SERVICE_HELP)
-    p.add_argument("--env", required=True, help=ENV_HELP)
+    target_args(p)
     p.add_argument("--reason", required=True, help="why you veto it (recorded on chain; the veto stands until you withdraw it)")
 
     p = command("withdraw", cmd_withdraw)
-    artifact_args(p)
-    p.add_argument("--service", required=True, help=SERVICE_HELP)
-    p.add_argument("--env", required=True, help=ENV_HELP)
+    target_args(p)
 
     p = command("gate", cmd_gate)
-    artifact_args(p)
-    p.add_argument("--service", required=True, help=SERVICE_HELP)
-    p.add_argument("--env", required=True, help=ENV_HELP)
+    target_args(p)

@@ -96,6 +96,14 @@ def artifact_args(p, positional=True):
     p.add_argument("--digest", help="sha256:<64 hex> instead of a path")
 
 
+def target_args(p) -> None:
+    """An artifact (ARTIFACT or --digest) going to --env of --service: the options of approve, reject,
+    withdraw, gate, deploy start and rollout run."""
+    artifact_args(p)
+    p.add_argument("--service", required=True, help=SERVICE_HELP)
+    p.add_argument("--env", required=True, help=ENV_HELP)
+
+
 def index_args(parser) -> None:
     """--db and --no-sync for every command that reads the index."""
     parser.add_argument("--db", default=None, metavar="PATH", help="index database (default .shipledger/index.sqlite)")
