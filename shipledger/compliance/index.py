@@ -445,7 +445,8 @@ class Endpoint:
 
 def _http_url(url) -> str:
     if not url or not str(url).startswith("http"):
-        raise UsageError("the index syncs over HTTP JSON-RPC; connect with an http(s) URL")
+        # as the gate and web3 say of a URL they cannot use: the node cannot be reached (exit 1)
+        raise ConnectionFailed(f"cannot reach the JSON-RPC node at {url!r}: the index syncs over HTTP JSON-RPC, so it needs an http(s) URL")
     return str(url)
 
 
