@@ -87,8 +87,9 @@ class IndexBusy(ShipledgerError):
     """Another process is syncing this index file right now."""
 
 
-class IndexReadOnly(ShipledgerError):
-    """The index file (or its directory) cannot be written by this process, and a sync needs to."""
+class IndexReadOnly(PathError):
+    """The index file (or its directory) cannot be written by this process, and a sync needs to: a
+    path the user named that cannot be used, exit 2 like any other."""
 
 
 @dataclass(frozen=True)
@@ -580,7 +581,8 @@ class Index:
                 raise path_error(f"the directory of index database {path}", exc, "create") from None
             # SQLite's WAL files go beside the database
             if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
-                raise PathError(f"cannot open index database {path}: permission denied or a read-only filesystem")
+                raise IndexReadOnly(f"cannot write the index {path} (permission denied or a read-only filesystem); "
+                                    "read it as it is with --no-sync, or sync a copy this user may write")
         try:
             db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row

@@ -125,7 +125,7 @@ def test_read_only_index_opens_with_no_sync_and_a_sync_says_it_cannot_write(dn, 
         listed = cli("member", "list", "--no-sync", "--json")
         assert listed.returncode == 0 and json.loads(listed.stdout)["members"] == members
         syncing = cli("history", "--json")
-        assert syncing.returncode == 1 and syncing.stdout == ""
+        assert syncing.returncode == 2 and json.loads(syncing.stdout)["error"]["code"] == "IndexReadOnly"
         assert "cannot write the index" in syncing.stderr and "--no-sync" in syncing.stderr
         assert sorted(p.name for p in shared.iterdir()) == ["book.json", "index.sqlite"]  # nothing written
     finally:
