@@ -28,7 +28,7 @@ ARTIFACTS = ROOT / "shipledger" / "artifacts"
 EIP170_RUNTIME_LIMIT = 24576  # bytes of deployed code
 EIP3860_INITCODE_LIMIT = 49152  # bytes of creation code
 
-# Keep in step with ape-config.yaml (tests/build/test_ape_build.py checks that the bytes agree).
+# Keep in step with ape-config.yaml (tests/packaging/test_ape_build.py checks that the bytes agree).
 SETTINGS = {
     "optimizer": {"enabled": True, "runs": 200},
     "evmVersion": "cancun",

@@ -60,7 +60,7 @@ def ape_contract_types(ape_venv, tmp_path_factory) -> dict[str, dict]:
 
 @pytest.mark.parametrize("artifact", ARTIFACTS, ids=lambda p: p.stem)
 def test_ape_compile_runtime_bytecode_equals_artifact(artifact, ape_contract_types):
-    # Stale artifacts (sources changed, no `make build`) fail tests/build/test_build.py first.
+    # Stale artifacts (sources changed, no `make build`) fail tests/packaging/test_build.py first.
     expected = json.loads(artifact.read_text())
     name = expected["contractName"]
     assert name in ape_contract_types, f"ape compile produced no {name}: {sorted(ape_contract_types)}"
