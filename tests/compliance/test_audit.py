@@ -343,7 +343,7 @@ def compile_ledger_without_gate() -> dict:
 def deploy(w3: Web3, key: str, abi: list, bytecode: str, *args) -> tuple[str, int]:
     account = Account.from_key(key)
     tx = w3.eth.contract(abi=abi, bytecode=bytecode).constructor(*args).build_transaction(
-        {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address)})
+        {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address), "gasPrice": w3.eth.gas_price})
     receipt = w3.eth.wait_for_transaction_receipt(
         w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction))
     assert receipt.status == 1

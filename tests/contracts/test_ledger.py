@@ -211,7 +211,7 @@ def advance_incident(suite, incident_id: int, to: IncidentStatus, rollback_id: i
 
 def send_reverting(suite, fn, sender: str):
     """Mines fn as a real transaction that reverts (fixed gas, no estimate) and returns its receipt."""
-    tx_hash = fn.transact({"from": sender, "gas": 3_000_000})
+    tx_hash = fn.transact({"from": sender, "gas": 3_000_000, "gasPrice": suite.w3.eth.gas_price})
     receipt = suite.w3.eth.wait_for_transaction_receipt(tx_hash)
     assert receipt.status == 0
     assert receipt.logs == []

@@ -151,7 +151,7 @@ def vote_of(suite, approver, digest=DIGEST, service=SERVICE, environment=ENV) ->
 
 def send_failing(suite, fn, sender):
     """Actually mine a transaction that reverts (explicit gas skips estimation); return its receipt."""
-    receipt = suite.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender, "gas": 3_000_000}))
+    receipt = suite.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender, "gas": 3_000_000, "gasPrice": suite.w3.eth.gas_price}))
     assert receipt.status == 0
     return receipt
 
@@ -163,7 +163,8 @@ def send_many(suite, calls, sender, gas=300_000):
     for name, args in calls:
         reply = suite.w3.provider.make_request(
             "eth_sendTransaction",
-            [{"from": sender, "to": registry.address, "gas": hex(gas), "data": registry.encode_abi(name, args)}],
+            [{"from": sender, "to": registry.address, "gas": hex(gas), "gasPrice": hex(suite.w3.eth.gas_price),
+              "data": registry.encode_abi(name, args)}],
         )
         assert "result" in reply, reply
         hashes.append(reply["result"])
