@@ -2,29 +2,35 @@
 pragma solidity ^0.8.28;
 
 import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
-import {EnumerableSet} from "@openzeppelin/contracts/utils/structs/EnumerableSet.sol";
 
 import {IDeploymentLedger} from "./interfaces/IDeploymentLedger.sol";
 import {IReleaseRegistry, GateReason} from "./interfaces/IReleaseRegistry.sol";
+import {History} from "./libraries/History.sol";
 import {Keys, Roles} from "./libraries/Keys.sol";
 
 /// @title DeploymentLedger
 /// @notice The gate, rollouts and incidents. See IDeploymentLedger.
+/// @dev The freeze check is O(1): each target keeps how many incidents of each severity are open, in
+/// four 64-bit lanes of one word, so the gas of `start` and the gate does not grow with incidents.
 contract DeploymentLedger is IDeploymentLedger {
-    using EnumerableSet for EnumerableSet.UintSet;
+    using History for History.Head;
 
     uint16 private constant MAX_SCORE = 10_000; // basis points: 100.00
+    uint256 private constant LANE_BITS = 64;
+    uint256 private constant LANE_MASK = type(uint64).max;
 
     /// @notice Where artifacts, policies, votes and roles live.
     IReleaseRegistry public immutable registry;
 
+    History.Head private _history;
     uint64 private _deploymentCount;
     uint64 private _incidentCount;
     mapping(uint256 id => Deployment) private _deployments;
     mapping(bytes32 target => TargetState) private _targets;
-    mapping(bytes32 releaseKey => bool) private _completed; // artifact completed a rollout in target
+    mapping(bytes32 target => bytes32 serviceKey) private _serviceOf; // set by the target's first rollout
+    mapping(bytes32 releaseKey => uint256) private _completions; // standing (not rolled back) completions
     mapping(uint256 id => Incident) private _incidents;
-    mapping(bytes32 target => EnumerableSet.UintSet) private _openIncidents; // not yet resolved
+    mapping(bytes32 target => uint256 lanes) private _openBySeverity; // lane s-1: open incidents of severity s
 
     modifier onlyRole(bytes32 role) {
         if (!IAccessControl(address(registry)).hasRole(role, msg.sender)) {
@@ -46,12 +52,12 @@ contract DeploymentLedger is IDeploymentLedger {
         returns (GateReason reason, uint256 detailA, uint256 detailB)
     {
         bytes32 serviceKey = Keys.name(service);
-        return _gate(Keys.artifactId(serviceKey, digest), serviceKey, Keys.target(serviceKey, Keys.name(environment)));
+        return _gate(Keys.artifactId(serviceKey, digest), serviceKey, Keys.target(serviceKey, Keys.name(environment)), 0);
     }
 
-    /// @dev Registry checks first (artifact, policy, votes, waiting period), then the prior
-    /// environment, then incident freezes.
-    function _gate(bytes32 artifactId, bytes32 serviceKey, bytes32 target)
+    /// @dev Registry checks first (artifact, policy, votes, waiting period, attestations), then the
+    /// prior environment, then incident freezes, then another rollout in progress (other than `self`).
+    function _gate(bytes32 artifactId, bytes32 serviceKey, bytes32 target, uint256 self)
         private
         view
         returns (GateReason, uint256, uint256)
@@ -60,19 +66,25 @@ contract DeploymentLedger is IDeploymentLedger {
         if (check.reason != GateReason.Allowed) return (check.reason, check.detailA, check.detailB);
         if (check.priorEnvironment != 0) {
             bytes32 priorTarget = Keys.target(serviceKey, check.priorEnvironment);
-            if (!_completed[Keys.release(artifactId, priorTarget)]) {
+            if (_completions[Keys.release(artifactId, priorTarget)] == 0) {
                 return (GateReason.MissingPriorEnvironment, uint256(check.priorEnvironment), 0);
             }
         }
         if (check.freezeSeverity != 0) {
-            EnumerableSet.UintSet storage open = _openIncidents[target];
-            uint256 count = open.length();
-            for (uint256 i; i < count; ++i) {
-                uint256 incidentId = open.at(i);
-                uint8 severity = _incidents[incidentId].severity;
-                if (severity <= check.freezeSeverity) return (GateReason.FrozenByIncident, incidentId, severity);
+            uint256 lanes = _openBySeverity[target];
+            uint256 freezing;
+            uint256 mostSevere;
+            for (uint256 severity = check.freezeSeverity; severity >= 1; --severity) {
+                uint256 count = (lanes >> ((severity - 1) * LANE_BITS)) & LANE_MASK;
+                if (count != 0) {
+                    freezing += count;
+                    mostSevere = severity;
+                }
             }
+            if (freezing != 0) return (GateReason.FrozenByIncident, freezing, mostSevere);
         }
+        uint256 active = _targets[target].active;
+        if (active != 0 && active != self) return (GateReason.RolloutInProgress, active, 0);
         return (GateReason.Allowed, 0, 0);
     }
 
@@ -88,12 +100,12 @@ contract DeploymentLedger is IDeploymentLedger {
         bytes32 environmentKey = Keys.name(environment);
         if (percent == 0 || percent > 100) revert InvalidPercent(percent);
         bytes32 target = Keys.target(serviceKey, environmentKey);
-        TargetState storage state = _targets[target];
-        if (state.active != 0) revert RolloutInProgress(target, state.active);
         bytes32 artifactId = Keys.artifactId(serviceKey, digest);
-        (GateReason reason, uint256 detailA, uint256 detailB) = _gate(artifactId, serviceKey, target);
+        (GateReason reason, uint256 detailA, uint256 detailB) = _gate(artifactId, serviceKey, target, 0);
         if (reason != GateReason.Allowed) revert GateDenied(reason, detailA, detailB);
 
+        TargetState storage state = _targets[target];
+        if (_serviceOf[target] == 0) _serviceOf[target] = serviceKey;
         id = ++_deploymentCount;
         uint64 previous = state.live;
         state.active = uint64(id);
@@ -103,10 +115,15 @@ contract DeploymentLedger is IDeploymentLedger {
             previous: previous,
             startedAt: uint40(block.timestamp),
             percent: percent,
-            status: DeploymentStatus.InProgress
+            status: DeploymentStatus.InProgress,
+            canary: Verdict.None
         });
-        emit DeploymentStarted(
-            id, digest, serviceKey, environmentKey, service, environment, percent, previous, msg.sender
+        _history.record4(
+            DeploymentStarted.selector,
+            History.topic(id),
+            digest,
+            serviceKey,
+            abi.encode(environmentKey, service, environment, percent, previous, msg.sender)
         );
     }
 
@@ -116,8 +133,11 @@ contract DeploymentLedger is IDeploymentLedger {
         if (percent > 100) revert InvalidPercent(percent);
         uint8 current = deployment.percent;
         if (percent <= current) revert PercentNotIncreasing(id, current, percent);
+        _recheck(id, deployment);
         deployment.percent = percent;
-        emit DeploymentPromoted(id, deployment.target, current, percent, msg.sender);
+        _history.record3(
+            DeploymentPromoted.selector, History.topic(id), deployment.target, abi.encode(current, percent, msg.sender)
+        );
     }
 
     /// @inheritdoc IDeploymentLedger
@@ -132,16 +152,12 @@ contract DeploymentLedger is IDeploymentLedger {
         Deployment storage deployment = _inProgress(id);
         if (scoreBasisPoints > MAX_SCORE) revert InvalidScore(scoreBasisPoints);
         if (verdict == Verdict.None) revert InvalidVerdict(verdict);
-        emit CanaryAnalysisRecorded(
-            id,
+        if (deployment.canary != Verdict.Fail) deployment.canary = verdict; // a Fail is never undone
+        _history.record3(
+            CanaryAnalysisRecorded.selector,
+            History.topic(id),
             deployment.target,
-            deployment.percent,
-            scoreBasisPoints,
-            verdict,
-            reportDigest,
-            reportUri,
-            judge,
-            msg.sender
+            abi.encode(deployment.percent, scoreBasisPoints, verdict, reportDigest, reportUri, judge, msg.sender)
         );
     }
 
@@ -149,14 +165,16 @@ contract DeploymentLedger is IDeploymentLedger {
     function complete(uint256 id) external onlyRole(Roles.DEPLOYER) {
         Deployment storage deployment = _inProgress(id);
         if (deployment.percent != 100) revert RolloutIncomplete(id, deployment.percent);
-        if (registry.isRevoked(deployment.artifactId)) revert ArtifactRevokedDuringRollout(id);
+        _recheck(id, deployment);
         TargetState storage state = _targets[deployment.target];
         uint256 replaced = state.live;
         state.live = uint64(id);
         state.active = 0;
         deployment.status = DeploymentStatus.Completed;
-        _completed[Keys.release(deployment.artifactId, deployment.target)] = true;
-        emit DeploymentCompleted(id, deployment.target, replaced, msg.sender);
+        ++_completions[Keys.release(deployment.artifactId, deployment.target)];
+        _history.record3(
+            DeploymentCompleted.selector, History.topic(id), deployment.target, abi.encode(replaced, msg.sender)
+        );
     }
 
     /// @inheritdoc IDeploymentLedger
@@ -164,7 +182,7 @@ contract DeploymentLedger is IDeploymentLedger {
         Deployment storage deployment = _inProgress(id);
         deployment.status = DeploymentStatus.Failed;
         _targets[deployment.target].active = 0;
-        emit DeploymentFailed(id, deployment.target, reason, msg.sender);
+        _history.record3(DeploymentFailed.selector, History.topic(id), deployment.target, abi.encode(reason, msg.sender));
     }
 
     /// @inheritdoc IDeploymentLedger
@@ -174,23 +192,43 @@ contract DeploymentLedger is IDeploymentLedger {
         TargetState storage state = _targets[deployment.target];
         uint256 restored;
         if (from == DeploymentStatus.InProgress) {
-            state.active = 0;
             restored = state.live;
+            _refuseRevoked(id, restored);
+            state.active = 0;
         } else if (from == DeploymentStatus.Completed) {
             if (state.live != id) revert NotLiveDeployment(id, state.live);
             if (state.active != 0) revert RolloutInProgress(deployment.target, state.active);
             restored = deployment.previous;
+            _refuseRevoked(id, restored);
             state.live = uint64(restored);
-            // The artifact no longer counts as done here, unless the restored deployment is the same
-            // artifact (a redeploy being undone), which is still live in this target.
-            if (restored == 0 || _deployments[restored].artifactId != deployment.artifactId) {
-                _completed[Keys.release(deployment.artifactId, deployment.target)] = false;
-            }
+            --_completions[Keys.release(deployment.artifactId, deployment.target)];
         } else {
             revert DeploymentStateInvalid(id, DeploymentStatus.InProgress, from);
         }
         deployment.status = DeploymentStatus.RolledBack;
-        emit DeploymentRolledBack(id, deployment.target, restored, from, reason, msg.sender);
+        _history.record3(
+            DeploymentRolledBack.selector,
+            History.topic(id),
+            deployment.target,
+            abi.encode(restored, from, reason, msg.sender)
+        );
+    }
+
+    /// @dev `promote` and `complete` pass only while the gate still allows this rollout and its canary
+    /// has not failed.
+    function _recheck(uint256 id, Deployment storage deployment) private view {
+        Verdict canary = deployment.canary;
+        if (canary == Verdict.Fail || canary == Verdict.Marginal) revert CanaryBlocks(id, canary);
+        bytes32 target = deployment.target;
+        (GateReason reason, uint256 detailA, uint256 detailB) =
+            _gate(deployment.artifactId, _serviceOf[target], target, id);
+        if (reason != GateReason.Allowed) revert StepDenied(id, reason, detailA, detailB);
+    }
+
+    function _refuseRevoked(uint256 id, uint256 restored) private view {
+        if (restored == 0) return;
+        bytes32 artifactId = _deployments[restored].artifactId;
+        if (registry.isRevoked(artifactId)) revert RestoresRevokedArtifact(id, restored, artifactId);
     }
 
     /// @inheritdoc IDeploymentLedger
@@ -210,6 +248,11 @@ contract DeploymentLedger is IDeploymentLedger {
     /// @inheritdoc IDeploymentLedger
     function deploymentCount() external view returns (uint256) {
         return _deploymentCount;
+    }
+
+    /// @inheritdoc IDeploymentLedger
+    function completions(bytes32 artifactId, bytes32 target) external view returns (uint256) {
+        return _completions[Keys.release(artifactId, target)];
     }
 
     function _existingDeployment(uint256 id) private view returns (Deployment storage deployment) {
@@ -237,36 +280,51 @@ contract DeploymentLedger is IDeploymentLedger {
         }
         bytes32 target = Keys.target(serviceKey, environmentKey);
         id = ++_incidentCount;
-        _incidents[id] = Incident({target: target, severity: input.severity, status: IncidentStatus.Open});
-        _openIncidents[target].add(id);
-        emit IncidentOpened(
-            id,
+        _incidents[id] = Incident({target: target, severity: input.severity, status: IncidentStatus.Open, resolvedBy: 0});
+        _openBySeverity[target] += uint256(1) << ((input.severity - 1) * LANE_BITS);
+        _history.record4(
+            IncidentOpened.selector,
+            History.topic(id),
             serviceKey,
             environmentKey,
-            input.service,
-            input.environment,
-            input.severity,
-            input.suspects,
-            input.title,
-            input.detailsDigest,
-            input.detailsUri,
-            msg.sender
+            abi.encode(
+                input.service,
+                input.environment,
+                input.severity,
+                input.suspects,
+                input.title,
+                input.detailsDigest,
+                input.detailsUri,
+                msg.sender
+            )
         );
     }
 
     /// @inheritdoc IDeploymentLedger
     function acknowledge(uint256 id) external onlyRole(Roles.RESPONDER) {
-        Incident storage incident = _advanceIncident(id, IncidentStatus.Open, IncidentStatus.Acknowledged);
-        emit IncidentAcknowledged(id, incident.target, msg.sender);
+        Incident storage incident = _existingIncident(id);
+        if (incident.status != IncidentStatus.Open) revert IncidentStateInvalid(id, IncidentStatus.Open, incident.status);
+        incident.status = IncidentStatus.Acknowledged;
+        _history.record3(IncidentAcknowledged.selector, History.topic(id), incident.target, abi.encode(msg.sender));
     }
 
     /// @inheritdoc IDeploymentLedger
     function mitigate(uint256 id, uint256 rollbackId) external onlyRole(Roles.RESPONDER) {
-        if (rollbackId != 0 && _deployments[rollbackId].status != DeploymentStatus.RolledBack) {
-            revert RollbackNotFound(id, rollbackId);
+        Incident storage incident = _existingIncident(id);
+        IncidentStatus status = incident.status;
+        if (status != IncidentStatus.Open && status != IncidentStatus.Acknowledged) {
+            revert IncidentStateInvalid(id, IncidentStatus.Acknowledged, status);
         }
-        Incident storage incident = _advanceIncident(id, IncidentStatus.Acknowledged, IncidentStatus.Mitigated);
-        emit IncidentMitigated(id, incident.target, rollbackId, msg.sender);
+        if (rollbackId != 0) {
+            Deployment storage rolledBack = _deployments[rollbackId];
+            if (rolledBack.status != DeploymentStatus.RolledBack || rolledBack.target != incident.target) {
+                revert RollbackNotFound(id, rollbackId);
+            }
+        }
+        incident.status = IncidentStatus.Mitigated;
+        _history.record3(
+            IncidentMitigated.selector, History.topic(id), incident.target, abi.encode(rollbackId, msg.sender)
+        );
     }
 
     /// @inheritdoc IDeploymentLedger
@@ -274,24 +332,65 @@ contract DeploymentLedger is IDeploymentLedger {
         external
         onlyRole(Roles.RESPONDER)
     {
-        Incident storage incident = _advanceIncident(id, IncidentStatus.Mitigated, IncidentStatus.Resolved);
-        _openIncidents[incident.target].remove(id);
-        emit IncidentResolved(id, incident.target, postmortemDigest, postmortemUri, msg.sender);
+        Incident storage incident = _existingIncident(id);
+        if (incident.status == IncidentStatus.Resolved) {
+            revert IncidentStateInvalid(id, IncidentStatus.Mitigated, IncidentStatus.Resolved);
+        }
+        bytes32 target = incident.target;
+        uint8 org = registry.organisationOf(msg.sender);
+        if (org == 0) revert ResponderWithoutOrganisation(msg.sender);
+        uint8 needed = _resolveQuorum(target, incident.severity);
+        uint256 bit = uint256(1) << org;
+        if (incident.resolvedBy & bit != 0) revert AlreadyResolvedBy(id, org);
+        uint256 resolvedBy = incident.resolvedBy | bit;
+        incident.resolvedBy = resolvedBy;
+        uint8 organisations = _popcount(resolvedBy);
+        _history.record3(
+            IncidentResolveApproved.selector,
+            History.topic(id),
+            target,
+            abi.encode(msg.sender, org, organisations, needed)
+        );
+        if (organisations < needed) return;
+
+        incident.status = IncidentStatus.Resolved;
+        _openBySeverity[target] -= uint256(1) << ((incident.severity - 1) * LANE_BITS);
+        _history.record3(
+            IncidentResolved.selector, History.topic(id), target, abi.encode(postmortemDigest, postmortemUri, msg.sender)
+        );
+    }
+
+    /// @dev Lifting a freeze takes responders of the policy's `resolveQuorum` organisations; an
+    /// incident that freezes nothing is resolved by one.
+    function _resolveQuorum(bytes32 target, uint8 severity) private view returns (uint8) {
+        IReleaseRegistry.Policy memory policy = registry.policyAt(target);
+        if (policy.version == 0 || policy.freezeSeverity == 0 || severity > policy.freezeSeverity) return 1;
+        return policy.resolveQuorum;
     }
 
     /// @inheritdoc IDeploymentLedger
-    function getIncident(uint256 id) external view returns (Incident memory incident) {
-        incident = _incidents[id];
-        if (incident.status == IncidentStatus.None) revert UnknownIncident(id);
+    function attachPostmortem(uint256 id, bytes32 digest, string calldata uri) external onlyRole(Roles.RESPONDER) {
+        Incident storage incident = _existingIncident(id);
+        _history.record3(
+            PostmortemAttached.selector, History.topic(id), incident.target, abi.encode(digest, uri, msg.sender)
+        );
     }
 
     /// @inheritdoc IDeploymentLedger
-    function openIncidents(string calldata service, string calldata environment)
+    function getIncident(uint256 id) external view returns (Incident memory) {
+        return _existingIncident(id);
+    }
+
+    /// @inheritdoc IDeploymentLedger
+    function openIncidentCounts(string calldata service, string calldata environment)
         external
         view
-        returns (uint256[] memory)
+        returns (uint64[4] memory counts)
     {
-        return _openIncidents[Keys.target(Keys.name(service), Keys.name(environment))].values();
+        uint256 lanes = _openBySeverity[Keys.target(Keys.name(service), Keys.name(environment))];
+        for (uint256 i; i < 4; ++i) {
+            counts[i] = uint64(lanes >> (i * LANE_BITS));
+        }
     }
 
     /// @inheritdoc IDeploymentLedger
@@ -299,13 +398,18 @@ contract DeploymentLedger is IDeploymentLedger {
         return _incidentCount;
     }
 
-    function _advanceIncident(uint256 id, IncidentStatus expected, IncidentStatus next)
-        private
-        returns (Incident storage incident)
-    {
+    /// @inheritdoc IDeploymentLedger
+    function historyHead() external view returns (bytes32 head, uint64 count) {
+        History.Head memory h = _history;
+        return (bytes32(h.head), h.count);
+    }
+
+    function _existingIncident(uint256 id) private view returns (Incident storage incident) {
         incident = _incidents[id];
         if (incident.status == IncidentStatus.None) revert UnknownIncident(id);
-        if (incident.status != expected) revert IncidentStateInvalid(id, expected, incident.status);
-        incident.status = next;
+    }
+
+    function _popcount(uint256 x) private pure returns (uint8 count) {
+        for (; x != 0; x &= x - 1) ++count;
     }
 }

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
+from web3.utils.address import get_create_address
 from web3 import Web3
 from web3._utils.events import get_event_data
 
@@ -27,7 +28,9 @@ from shipledger.errors import AddressBookError, ConnectionFailed, Denied, NoSign
 from shipledger.models import (
     EVENT_KINDS,
     Artifact,
+    ArtifactKind,
     ArtifactSpec,
+    Bootstrap,
     BatchResult,
     Decision,
     Deployment,
@@ -35,6 +38,8 @@ from shipledger.models import (
     HistoryEvent,
     Incident,
     Policy,
+    Proposal,
+    ProposalState,
     SignedApproval,
     TargetState,
     TxReceipt,
@@ -42,7 +47,10 @@ from shipledger.models import (
     Vote,
 )
 
-ROLES = ("ADMIN", "REGISTRAR", "APPROVER", "DEPLOYER", "RESPONDER")
+ROLES = ("REGISTRAR", "APPROVER", "DEPLOYER", "RESPONDER", "ATTESTOR")
+SCOPED_ROLES = ("REGISTRAR", "ATTESTOR")  # granted for one service / attestation type, or "" for all
+ARTIFACT_KINDS = tuple(k.name.lower() for k in ArtifactKind)
+MAX_SIGNATURE_VALIDITY = 30 * 24 * 3600  # the registry's cap on a signature's deadline when the ttl is 0
 LOG_RANGE = 5_000  # blocks per eth_getLogs call in Ledger.events
 MAX_URI_BYTES = 2048  # longer is not a portable URL; and one artifact must stay small next to a transaction
 VOTE_TYPES = {
@@ -53,12 +61,14 @@ VOTE_TYPES = {
         {"name": "verifyingContract", "type": "address"},
     ],
     "Vote": [
+        {"name": "signer", "type": "address"},
         {"name": "digest", "type": "bytes32"},
         {"name": "service", "type": "string"},
         {"name": "environment", "type": "string"},
         {"name": "decision", "type": "uint8"},
         {"name": "nonce", "type": "uint256"},
-        {"name": "deadline", "type": "uint256"},
+        {"name": "signedAt", "type": "uint64"},
+        {"name": "deadline", "type": "uint64"},
     ],
 }
 
@@ -67,7 +77,73 @@ def role_id(role: str) -> bytes:
     role = role.upper().removesuffix("_ROLE")
     if role not in ROLES:
         raise UsageError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
-    return b"\0" * 32 if role == "ADMIN" else Web3.keccak(text=f"{role}_ROLE")
+    return Web3.keccak(text=f"{role}_ROLE")
+
+
+def scoped_role_id(role: str, scope: str) -> bytes:
+    """The AccessControl role id of `role` for one service or attestation type ("" for all)."""
+    from eth_abi import encode
+
+    return role_id(role) if not scope else Web3.keccak(encode(["bytes32", "bytes32"], [role_id(role), _name_key(scope)]))
+
+
+SKIP_REASONS = ("none", "bad_signature", "not_approver", "nonce_used", "expired", "stale", "signed_in_future", "refused")
+
+
+def record_hash(item: tuple) -> str:
+    """keccak256(abi.encode(ArtifactInput)) of a validated artifact tuple: what the registry keeps
+    per (service, version) to tell an identical registration from a conflicting one."""
+    from eth_abi import encode
+
+    return "0x" + Web3.keccak(encode(["(bytes32,string,string,uint8,bytes32,uint64,bytes32,bytes32,string)"], [item])).hex()
+
+
+def policy_input(
+    service: str,
+    environment: str,
+    *,
+    threshold: int,
+    min_organisations: int = 0,
+    ttl: int = 0,
+    min_wait: int = 0,
+    prior_environment: str = "",
+    freeze_severity: int = 0,
+    resolve_quorum: int = 1,
+    required_attestations: Iterable[str] = (),
+) -> tuple:
+    """A policy as the contract's PolicyInput tuple, each field checked."""
+    check_name("service", service)
+    check_name("environment", environment)
+    if prior_environment:
+        check_name("prior environment", prior_environment)
+    required = [check_name("attestation type", t) for t in required_attestations]
+    for label, value, low, top in (("threshold", threshold, 1, 255), ("min-orgs", min_organisations, 0, 255),
+                                   ("ttl", ttl, 0, 2**32 - 1), ("wait", min_wait, 0, 2**32 - 1),
+                                   ("freeze severity", freeze_severity, 0, 4), ("resolve quorum", resolve_quorum, 1, 255)):
+        if not low <= value <= top:
+            raise UsageError(f"{label} {value} must be between {low} and {top}")
+    return (threshold, min_organisations, ttl, min_wait, freeze_severity, resolve_quorum, prior_environment, required)
+
+
+def encode_bootstrap(b: Bootstrap) -> tuple:
+    """The registry constructor's Bootstrap tuple."""
+    org_ids = {name: n for n, (name, _) in enumerate(b.organisations, start=1)}
+    unknown = sorted({org for _, org, _ in b.members} - set(org_ids))
+    if unknown:
+        raise UsageError(f"bootstrap members name organisations that are not in it: {', '.join(unknown)}")
+    return (
+        [name for name, _ in b.organisations],
+        [parse_address(steward) for _, steward in b.organisations],
+        [parse_address(address) for address, _, _ in b.members],
+        [org_ids[org] for _, org, _ in b.members],
+        [bool(approver) for _, _, approver in b.members],
+        [role_id(role) for role, _, _ in b.roles],
+        [scope for _, scope, _ in b.roles],
+        [parse_address(address) for _, _, address in b.roles],
+        [service for service, _, _ in b.policies],
+        [environment for _, environment, _ in b.policies],
+        [policy_input(service, environment, **policy) for service, environment, policy in b.policies],
+    )
 
 
 def _name_key(value: str) -> bytes:
@@ -115,9 +191,13 @@ def sign_approval(
     environment: str,
     decision: str = "approve",
     nonce: int | None = None,
+    signed_at: int | None = None,
     deadline: int | None = None,
 ) -> SignedApproval:
-    """Sign a vote offline (EIP-712); needs no RPC, only the chain id and the registry address."""
+    """Sign a vote offline (EIP-712); needs no RPC, only the chain id and the registry address. The
+    vote names its signer and the time it was signed (now): the registry counts a signer's latest
+    action, and refuses a deadline later than the policy ttl after signing (30 days when the ttl is
+    0). The default deadline is 7 days."""
     check_name("service", service)
     check_name("environment", environment)
     try:
@@ -127,22 +207,25 @@ def sign_approval(
     if code is Decision.NONE:
         raise UsageError("decision must be approve or reject")
     nonce = secrets.randbits(128) if nonce is None else nonce  # unordered: any unused number
-    deadline = int(time.time()) + 7 * 24 * 3600 if deadline is None else deadline
+    signed_at = int(time.time()) if signed_at is None else signed_at
+    deadline = signed_at + 7 * 24 * 3600 if deadline is None else deadline
     message = {
         "types": VOTE_TYPES,
         "primaryType": "Vote",
         "domain": {
             "name": "shipledger",
-            "version": "1",
+            "version": "2",
             "chainId": chain_id,
             "verifyingContract": Web3.to_checksum_address(registry),
         },
         "message": {
+            "signer": signer.address,
             "digest": parse_digest(digest),
             "service": service,
             "environment": environment,
             "decision": int(code),
             "nonce": nonce,
+            "signedAt": signed_at,
             "deadline": deadline,
         },
     }
@@ -154,6 +237,7 @@ def sign_approval(
         environment=environment,
         decision=int(code),
         nonce=nonce,
+        signed_at=signed_at,
         deadline=deadline,
         chain_id=chain_id,
         registry=Web3.to_checksum_address(registry),
@@ -175,6 +259,10 @@ class Ledger:
         self.ledger = w3.eth.contract(
             address=Web3.to_checksum_address(book["contracts"]["DeploymentLedger"]["address"]),
             abi=artifacts.abi("DeploymentLedger"),
+        )
+        self.governance = w3.eth.contract(
+            address=Web3.to_checksum_address(book["contracts"]["Governance"]["address"]),
+            abi=artifacts.abi("Governance"),
         )
         self._sender = TxSender(w3, signer, self.chain_id, receipt_timeout) if signer else None
 
@@ -210,8 +298,11 @@ class Ledger:
         return ledger
 
     @classmethod
-    def deploy_suite(cls, rpc_url: str, signer: LocalAccount, out: str | Path | None = None) -> "Ledger":
-        """Deploy ReleaseRegistry and DeploymentLedger; the signer becomes ADMIN. Writes the book to `out`."""
+    def deploy_suite(
+        cls, rpc_url: str, signer: LocalAccount, bootstrap: Bootstrap, out: str | Path | None = None
+    ) -> "Ledger":
+        """Deploy ReleaseRegistry (with the bootstrap consortium), its Governance and the
+        DeploymentLedger. The signer pays and keeps no role. Writes the address book to `out`."""
         w3 = connect(rpc_url)
         try:
             chain_id = w3.eth.chain_id
@@ -219,19 +310,26 @@ class Ledger:
             raise ConnectionFailed(f"cannot reach the JSON-RPC node at {rpc_url}: {exc.__class__.__name__}") from None
         sender = TxSender(w3, signer, chain_id)
         contracts = {}
-        constructor_args = {"ReleaseRegistry": [signer.address]}
-        for name in artifacts.SUITE:
+
+        def deploy(name: str, *args):
             artifact = artifacts.load(name)
             factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-            args = constructor_args.get(name) or [contracts["ReleaseRegistry"]["address"]]
             receipt, raw = sender.transact(factory.constructor(*args))
             contracts[name] = {"address": raw.contractAddress, "block": receipt.block_number, "tx": receipt.tx_hash}
+            return raw.contractAddress
+
+        # The registry names its governance before that exists: the address the signer's next
+        # contract creation gets. Governance's constructor checks it, so a wrong guess fails here.
+        governance = get_create_address(signer.address, sender.next_nonce() + 1)
+        registry = deploy("ReleaseRegistry", governance, encode_bootstrap(bootstrap))
+        deploy("Governance", registry, bootstrap.organisations_needed, bootstrap.delay)
+        deploy("DeploymentLedger", registry)
         book = {
             "chain_id": chain_id,
             "contracts": contracts,
             "compiler": artifacts.load("ReleaseRegistry")["compiler"],
             "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "admin": signer.address,
+            "deployer": signer.address,
         }
         if out is not None:
             out = Path(out)
@@ -260,30 +358,27 @@ class Ledger:
 
     # ------------------------------------------------------------------ consortium
 
-    def add_organisation(self, name: str) -> int:
-        check_name("organisation", name)
-        _, raw = self._tx(self.registry.functions.addOrganisation(name))
-        return self._events(raw, self.registry, "OrganisationAdded")[0]["org"]
-
-    def add_member(self, org: int, address: str, roles: Iterable[str] = ()) -> list[TxReceipt]:
-        address = self._address(address)
-        receipts = [self._tx(self.registry.functions.addMember(org, address))[0]]
-        return receipts + [self.grant_role(role, address) for role in roles]
+    def add_member(self, address: str, approver: bool = False) -> TxReceipt:
+        """As a steward: make `address` a member of the steward's organisation (and an approver)."""
+        return self._tx(self.registry.functions.addMember(self._address(address), approver))[0]
 
     def remove_member(self, address: str) -> TxReceipt:
+        """As the member's steward: remove it and every role it holds."""
         return self._tx(self.registry.functions.removeMember(self._address(address)))[0]
 
-    def grant_role(self, role: str, address: str) -> TxReceipt:
-        return self._tx(self.registry.functions.grantRole(role_id(role), self._address(address)))[0]
+    def set_approver(self, address: str, approver: bool) -> TxReceipt:
+        return self._tx(self.registry.functions.setApprover(self._address(address), approver))[0]
 
-    def revoke_role(self, role: str, address: str) -> TxReceipt:
-        return self._tx(self.registry.functions.revokeRole(role_id(role), self._address(address)))[0]
-
-    def has_role(self, role: str, address: str) -> bool:
-        return call(self.registry.functions.hasRole(role_id(role), self._address(address)))
+    def has_role(self, role: str, address: str, scope: str = "") -> bool:
+        """Whether `address` holds `role` for `scope` (a service or attestation type), or everywhere."""
+        scope_key = _name_key(check_name("scope", scope)) if scope else b"\0" * 32
+        return call(self.registry.functions.hasScopedRole(role_id(role), scope_key, self._address(address)))
 
     def organisation_of(self, address: str) -> int:
         return call(self.registry.functions.organisationOf(self._address(address)))
+
+    def steward_organisation(self, address: str) -> int:
+        return call(self.registry.functions.stewardOrganisation(self._address(address)))
 
     def members(self) -> list[dict]:
         """Current members with organisation and roles, rebuilt from events."""
@@ -300,35 +395,99 @@ class Ledger:
             member["roles"] = [r for r in ROLES if self.has_role(r, member["address"])]
         return list(members.values())
 
+    # ------------------------------------------------------------------ governance
+
+    def change_policy(self, service: str, environment: str, **policy) -> tuple[str, bytes]:
+        """The governance change that sets a policy: (target, call data). See set_policy for the fields."""
+        args = policy_input(service, environment, **policy)
+        return self.registry.address, self._calldata(self.registry, "setPolicy", [service, environment, args])
+
+    def change_org_add(self, name: str, steward: str) -> tuple[str, bytes]:
+        return self.registry.address, self._calldata(
+            self.registry, "addOrganisation", [check_name("organisation", name), self._address(steward)])
+
+    def change_steward(self, org: int, steward: str) -> tuple[str, bytes]:
+        return self.registry.address, self._calldata(self.registry, "setSteward", [org, self._address(steward)])
+
+    def change_role(self, grant: bool, role: str, address: str, scope: str = "") -> tuple[str, bytes]:
+        if scope:
+            check_name("scope", scope)
+        fn = "grantScopedRole" if grant else "revokeScopedRole"
+        return self.registry.address, self._calldata(self.registry, fn, [role_id(role), scope, self._address(address)])
+
+    def change_member_remove(self, address: str) -> tuple[str, bytes]:
+        return self.registry.address, self._calldata(self.registry, "removeMember", [self._address(address)])
+
+    def change_settings(self, organisations_needed: int, delay: int) -> tuple[str, bytes]:
+        if not 1 <= organisations_needed <= 255 or not 0 <= delay < 2**32:
+            raise UsageError("organisations needed must be 1..255 and the delay 0..2**32-1 seconds")
+        return self.governance.address, self._calldata(self.governance, "setSettings", [organisations_needed, delay])
+
+    @staticmethod
+    def _calldata(contract, name: str, args: list) -> bytes:
+        return bytes.fromhex(contract.encode_abi(name, args).removeprefix("0x"))
+
+    def propose(self, change: tuple[str, bytes]) -> Proposal:
+        """As a steward: propose a change; the steward's organisation is its first approval."""
+        target, data = change
+        _, raw = self._tx(self.governance.functions.propose(target, data))
+        return self.proposal(self._events(raw, self.governance, "ProposalCreated")[0]["id"])
+
+    def approve_proposal(self, proposal_id: int) -> Proposal:
+        self._tx(self.governance.functions.approveProposal(proposal_id))
+        return self.proposal(proposal_id)
+
+    def execute_proposal(self, proposal_id: int) -> Proposal:
+        self._tx(self.governance.functions.executeProposal(proposal_id))
+        return self.proposal(proposal_id)
+
+    def cancel_proposal(self, proposal_id: int) -> Proposal:
+        self._tx(self.governance.functions.cancelProposal(proposal_id))
+        return self.proposal(proposal_id)
+
+    def proposal(self, proposal_id: int) -> Proposal:
+        p = call(self.governance.functions.getProposal(proposal_id))
+        target, state, weakening, _, created_at, executable_at, orgs, data = p
+        organisations = tuple(o for o in range(256) if (orgs >> o) & 1)
+        kind, summary = self.describe_change(target, bytes(data))
+        state = ProposalState(state)
+        return Proposal(
+            id=proposal_id, kind=kind, state=state.name.lower(), approvals=len(organisations),
+            needed=call(self.governance.functions.organisationsNeeded()), organisations=organisations,
+            weakening=weakening if state in (ProposalState.SCHEDULED, ProposalState.EXECUTED) or executable_at else None,
+            executable_at=executable_at, created_at=created_at, target=target, data="0x" + bytes(data).hex(),
+            summary=summary,
+        )
+
+    def proposals(self, pending_only: bool = False) -> list[Proposal]:
+        count = call(self.governance.functions.proposalCount())
+        found = [self.proposal(i) for i in range(1, count + 1)]
+        return [p for p in found if p.state in ("pending", "scheduled")] if pending_only else found
+
+    def describe_change(self, target: str, data: bytes) -> tuple[str, dict]:
+        """(kind, decoded arguments) of a governance change."""
+        contract = self.governance if Web3.to_checksum_address(target) == self.governance.address else self.registry
+        fn, args = contract.decode_function_input(data)
+        kinds = {"setPolicy": "policy-set", "addOrganisation": "org-add", "setSteward": "steward-set",
+                 "grantScopedRole": "role-grant", "revokeScopedRole": "role-revoke", "removeMember": "member-remove",
+                 "setSettings": "settings"}
+        return kinds.get(fn.fn_name, fn.fn_name), _json_value(dict(args))
+
+    def governance_settings(self) -> dict:
+        return {"organisations_needed": call(self.governance.functions.organisationsNeeded()),
+                "delay": call(self.governance.functions.delay())}
+
     @staticmethod
     def _address(address: str) -> str:
         return parse_address(address)  # a mixed-case address with a wrong checksum is refused
 
     # ------------------------------------------------------------------ policies
 
-    def set_policy(
-        self,
-        service: str,
-        environment: str,
-        *,
-        threshold: int,
-        min_organisations: int = 0,
-        ttl: int = 0,
-        min_wait: int = 0,
-        prior_environment: str = "",
-        freeze_severity: int = 0,
-    ) -> TxReceipt:
-        check_name("service", service)
-        check_name("environment", environment)
-        if prior_environment:
-            check_name("prior environment", prior_environment)
-        for label, value, top in (("threshold", threshold, 255), ("min-orgs", min_organisations, 255),
-                                  ("ttl", ttl, 2**32 - 1), ("wait", min_wait, 2**32 - 1),
-                                  ("freeze severity", freeze_severity, 4)):
-            if not 0 <= value <= top:
-                raise UsageError(f"{label} {value} must be between 0 and {top}")
-        policy = (threshold, min_organisations, ttl, min_wait, freeze_severity, prior_environment)
-        return self._tx(self.registry.functions.setPolicy(service, environment, policy))[0]
+    def set_policy(self, service: str, environment: str, **policy) -> Proposal:
+        """As a steward: propose the policy (threshold, min_organisations, ttl, min_wait,
+        prior_environment, freeze_severity, resolve_quorum, required_attestations); the steward's
+        organisation approves it. It executes once K organisations approve (after the delay if it weakens)."""
+        return self.propose(self.change_policy(service, environment, **policy))
 
     def policy(self, service: str, environment: str) -> Policy | None:
         from shipledger.errors import ContractRevert
@@ -365,7 +524,7 @@ class Ledger:
     def validate_spec(spec: ArtifactSpec) -> tuple:
         """Check every field of an artifact (types included: specs come from JSON too); return it as
         the contract's ArtifactInput tuple."""
-        for key in ("digest", "service", "version", "commit", "provenance", "sbom", "uri"):
+        for key in ("digest", "service", "version", "commit", "provenance", "sbom", "uri", "kind"):
             value = getattr(spec, key)
             if not isinstance(value, str):
                 raise UsageError(f"{key} {value!r} must be a string")
@@ -380,12 +539,15 @@ class Ledger:
             raise UsageError(f"committed_at {at!r} must be a whole number of unix seconds from 0 to 2**64 - 1")
         check_name("service", spec.service)
         check_name("version", spec.version)
+        if spec.kind not in ARTIFACT_KINDS:
+            raise UsageError(f"kind {spec.kind!r} must be one of {', '.join(ARTIFACT_KINDS)}")
         if not 0 <= int(spec.committed_at) < 2**64:
             raise UsageError(f"commit time {spec.committed_at} must be unix seconds from 0 (0: unknown)")
         return (
             parse_digest(spec.digest),
             spec.service,
             spec.version,
+            int(ArtifactKind[spec.kind.upper()]),
             _commit_bytes(spec.commit),
             at,
             _optional_digest(spec.provenance),
@@ -397,8 +559,8 @@ class Ledger:
         """Register one artifact; None (and no transaction) if this exact record is already there."""
         item = self.validate_spec(spec)
         # "pending" also sees our own earlier attempt still waiting in the node's pool (a retry after a crash)
-        if call(self.registry.functions.digestOf(spec.service, spec.version), block="pending") == item[0]:
-            return None  # a retried registration: already on the ledger
+        if "0x" + call(self.registry.functions.recordOf(spec.service, spec.version), block="pending").hex() == record_hash(item):
+            return None  # a retried registration: this exact record is already on the ledger
         return self._tx(self.registry.functions.register(item))[0]
 
     def batch_registration(self, specs: list[ArtifactSpec], labels: list[str] | None = None) -> RegistrationBatch:
@@ -441,10 +603,25 @@ class Ledger:
             if exc.error_name == "ArtifactNotFound":
                 return None
             raise
-        return Artifact(digest=digest, service=service, registrant=a[0], registered_at=a[1], revoked=a[2])
+        return Artifact(digest=digest, service=service, registrant=a[0], registered_at=a[1], revoked=a[2],
+                        kind=ArtifactKind(a[3]).name.lower())
 
-    def digest_of(self, service: str, version: str) -> str | None:
-        raw = call(self.registry.functions.digestOf(check_name("service", service), check_name("version", version)))
+    def record_of(self, service: str, version: str) -> str | None:
+        """The record hash registered for (service, version), None if none."""
+        raw = call(self.registry.functions.recordOf(check_name("service", service), check_name("version", version)))
+        return None if raw == b"\0" * 32 else "0x" + raw.hex()
+
+    def attest(self, digest: str, service: str, attestation_type: str, document_digest: str, uri: str = "") -> TxReceipt:
+        """As an ATTESTOR of the type: record that a document (its sha256) attests the artifact."""
+        if len(uri.encode()) > MAX_URI_BYTES:
+            raise UsageError(f"uri is {len(uri.encode())} bytes; at most {MAX_URI_BYTES} are allowed")
+        return self._tx(self.registry.functions.attest(
+            parse_digest(digest), check_name("service", service), check_name("attestation type", attestation_type),
+            parse_digest(document_digest), uri))[0]
+
+    def attestation_of(self, digest: str, service: str, attestation_type: str) -> str | None:
+        raw = call(self.registry.functions.attestationOf(
+            parse_digest(digest), check_name("service", service), check_name("attestation type", attestation_type)))
         return None if raw == b"\0" * 32 else format_digest(raw)
 
     # ------------------------------------------------------------------ votes
@@ -488,10 +665,11 @@ class Ledger:
         for name in ("digest", "service", "environment", "registry", "signature"):
             if not isinstance(getattr(a, name), str):
                 raise UsageError(f"{name} {getattr(a, name)!r} must be text")
-        for name in ("decision", "nonce", "deadline", "chain_id"):
+        for name, top in (("decision", 2**8), ("nonce", 2**256), ("signed_at", 2**64), ("deadline", 2**64),
+                          ("chain_id", 2**256)):
             value = getattr(a, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**256:
-                raise UsageError(f"{name} {value!r} must be a whole number from 0 to 2**256-1")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < top:
+                raise UsageError(f"{name} {value!r} must be a whole number from 0 to {top - 1}")
         if a.decision not in (Decision.APPROVE, Decision.REJECT):
             raise UsageError(f"decision {a.decision!r} must be {int(Decision.APPROVE)} (approve) or {int(Decision.REJECT)} (reject)")
         cls._address(a.registry)
@@ -502,10 +680,11 @@ class Ledger:
         if not signature:
             raise UsageError("the signature is empty")
         return (cls._address(a.signer), parse_digest(a.digest), check_name("service", a.service),
-                check_name("environment", a.environment), a.decision, a.nonce, a.deadline, signature)
+                check_name("environment", a.environment), a.decision, a.nonce, a.signed_at, a.deadline, signature)
 
-    def submit_approvals(self, approvals: list[SignedApproval]) -> TxReceipt:
-        """Submit offline-signed votes in one voteBySig transaction (any account may submit)."""
+    def submit_approvals(self, approvals: list[SignedApproval]) -> tuple[TxReceipt, list[dict]]:
+        """Submit offline-signed votes in one voteBySig transaction (any account may submit). Returns
+        the receipt and the votes the registry skipped: {"index", "signer", "nonce", "reason"}."""
         votes = [self.validate_approval(a) for a in approvals]
         for a in approvals:
             if a.chain_id != self.chain_id or Web3.to_checksum_address(a.registry) != self.registry.address:
@@ -513,7 +692,10 @@ class Ledger:
                     f"the vote by {a.signer} was signed for chain {a.chain_id} / {a.registry}, "
                     f"not this ledger (chain {self.chain_id} / {self.registry.address})"
                 )
-        return self._tx(self.registry.functions.voteBySig(votes))[0]
+        receipt, raw = self._tx(self.registry.functions.voteBySig(votes))
+        skipped = [{"index": e["index"], "signer": e["signer"], "nonce": e["nonce"], "reason": SKIP_REASONS[e["reason"]]}
+                   for e in self._events(raw, self.registry, "SignedVoteSkipped")]
+        return receipt, skipped
 
     def vote_of(self, digest: str, service: str, environment: str, approver: str) -> Vote:
         decision, cast_at = call(self.registry.functions.voteOf(*self._vote_args(digest, service, environment), self._address(approver)))

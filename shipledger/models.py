@@ -37,6 +37,21 @@ class IncidentStatus(IntEnum):
     RESOLVED = 4
 
 
+class ArtifactKind(IntEnum):
+    BUILD = 0
+    IMAGE = 1
+    CONFIG = 2
+    INFRASTRUCTURE = 3
+
+
+class ProposalState(IntEnum):
+    NONE = 0
+    PENDING = 1
+    SCHEDULED = 2
+    EXECUTED = 3
+    CANCELLED = 4
+
+
 @dataclass(frozen=True)
 class TxReceipt:
     """A mined transaction of ours."""
@@ -68,6 +83,7 @@ class Artifact:
     registrant: str
     registered_at: int
     revoked: bool
+    kind: str = "build"
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,7 @@ class ArtifactSpec:
     provenance: str = ""  # "sha256:<hex>" or ""
     sbom: str = ""
     uri: str = ""
+    kind: str = "build"  # build, image, config or infrastructure
 
 
 @dataclass(frozen=True)
@@ -95,12 +112,16 @@ class Policy:
     freeze_severity: int
     version: int
     prior_environment_key: str  # 0x-hex keccak of the prior environment name, "" for none
+    resolve_quorum: int = 1
+    required_attestation_keys: tuple[str, ...] = ()  # 0x-hex keccak of each required type name
 
     @classmethod
     def from_call(cls, service: str, environment: str, p) -> "Policy":
-        """From getPolicy's decoded struct."""
-        prior = "" if bytes(p[6]) == b"\0" * 32 else "0x" + bytes(p[6]).hex()
-        return cls(service, environment, p[0], p[1], p[2], p[3], p[4], p[5], prior)
+        """From getPolicy's decoded struct (threshold, minOrganisations, ttl, minWait, freezeSeverity,
+        resolveQuorum, version, priorEnvironment, requiredAttestations)."""
+        prior = "" if bytes(p[7]) == b"\0" * 32 else "0x" + bytes(p[7]).hex()
+        required = tuple("0x" + bytes(k).hex() for k in p[8])
+        return cls(service, environment, p[0], p[1], p[2], p[3], p[4], p[6], prior, p[5], required)
 
 
 @dataclass(frozen=True)
@@ -120,6 +141,7 @@ class SignedApproval:
     environment: str
     decision: int
     nonce: int
+    signed_at: int
     deadline: int
     chain_id: int
     registry: str
@@ -135,12 +157,14 @@ class Deployment:
     started_at: int
     artifact_id: str
     target: str
+    canary: str = "none"  # the verdict that decides promote and complete: none, pass, marginal, fail
 
     @classmethod
     def from_call(cls, deployment_id: int, d) -> "Deployment":
         """From getDeployment's decoded struct."""
         return cls(id=deployment_id, artifact_id="0x" + bytes(d[0]).hex(), target="0x" + bytes(d[1]).hex(), previous=d[2],
-                   started_at=d[3], percent=d[4], status=DeploymentStatus(d[5]).name.lower())
+                   started_at=d[3], percent=d[4], status=DeploymentStatus(d[5]).name.lower(),
+                   canary=Verdict(d[6]).name.lower())
 
 
 @dataclass(frozen=True)
@@ -157,11 +181,58 @@ class Incident:
     severity: int
     status: str
     target: str
+    resolved_by: tuple[int, ...] = ()  # organisations whose responders resolved it so far
 
     @classmethod
     def from_call(cls, incident_id: int, i) -> "Incident":
         """From getIncident's decoded struct."""
-        return cls(id=incident_id, target="0x" + bytes(i[0]).hex(), severity=i[1], status=IncidentStatus(i[2]).name.lower())
+        orgs = tuple(org for org in range(256) if (i[3] >> org) & 1)
+        return cls(id=incident_id, target="0x" + bytes(i[0]).hex(), severity=i[1], status=IncidentStatus(i[2]).name.lower(),
+                   resolved_by=orgs)
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """The consortium a new suite starts with. After deployment the deploying key holds no role.
+
+    organisations: (name, steward address); members: (address, organisation name, approver?);
+    roles: (role name, scope, address) with scope a service (REGISTRAR), an attestation type
+    (ATTESTOR) or "" for all; policies: (service, environment, keyword arguments of `set_policy`).
+    organisations_needed is K; delay the seconds a weakening change waits."""
+
+    organisations: tuple[tuple[str, str], ...]
+    members: tuple[tuple[str, str, bool], ...] = ()
+    roles: tuple[tuple[str, str, str], ...] = ()
+    policies: tuple[tuple[str, str, dict], ...] = ()
+    organisations_needed: int = 1
+    delay: int = 0
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A governance proposal and where it stands."""
+
+    id: int
+    kind: str  # policy-set, org-add, steward-set, role-grant, role-revoke, member-remove, settings
+    state: str  # pending, scheduled, executed, cancelled
+    approvals: int
+    needed: int
+    organisations: tuple[int, ...]
+    weakening: bool | None  # None until K organisations approved
+    executable_at: int  # 0 until scheduled
+    created_at: int
+    target: str
+    data: str  # 0x-hex call data
+    summary: dict = field(default_factory=dict)  # the decoded change
+
+    @property
+    def executed(self) -> bool:
+        return self.state == "executed"
+
+    def to_json(self) -> dict:
+        return {"proposal_id": self.id, "kind": self.kind, "state": self.state, "approvals": self.approvals,
+                "needed": self.needed, "organisations": list(self.organisations), "weakening": self.weakening,
+                "executable_at": self.executable_at, "executed": self.executed, "change": self.summary}
 
 
 @dataclass(frozen=True)
@@ -189,6 +260,21 @@ class HistoryEvent:
 # The kind of each event of the suite, as history, the index and exports name it.
 EVENT_KINDS = {
     "OrganisationAdded": "organisation-added",
+    "StewardSet": "steward-set",
+    "ScopedRoleGranted": "scoped-role-granted",
+    "ScopedRoleRevoked": "scoped-role-revoked",
+    "ApproverSlotFreed": "approver-slot-freed",
+    "AttestationRecorded": "attested",
+    "SignedVoteSkipped": "vote-skipped",
+    "NonceInvalidated": "nonce-invalidated",
+    "IncidentResolveApproved": "incident-resolve-approved",
+    "PostmortemAttached": "postmortem",
+    "ProposalCreated": "proposal-created",
+    "ProposalApproved": "proposal-approved",
+    "ProposalScheduled": "proposal-scheduled",
+    "ProposalExecuted": "proposal-executed",
+    "ProposalCancelled": "proposal-cancelled",
+    "SettingsChanged": "governance-settings",
     "MemberAdded": "member-added",
     "MemberRemoved": "member-removed",
     "ApproverSlotAssigned": "approver-slot",

@@ -12,16 +12,20 @@ from web3.exceptions import ContractCustomError, ContractLogicError
 
 from shipledger import Ledger
 from shipledger._internal import artifacts
-from shipledger.network.devnet import Anvil, dev_private_keys, seed_consortium
+from shipledger.models import Bootstrap
+from shipledger.network.devnet import Anvil, dev_private_keys
 from shipledger._internal.revert import decode_revert
 from support import dn  # noqa: F401 - the per-module CLI devnet fixture, for every test module
 
-ROLE_NAMES = ("REGISTRAR_ROLE", "APPROVER_ROLE", "DEPLOYER_ROLE", "RESPONDER_ROLE")
+ROLE_NAMES = ("REGISTRAR_ROLE", "APPROVER_ROLE", "DEPLOYER_ROLE", "RESPONDER_ROLE", "ATTESTOR_ROLE")
+GOVERNANCE_DELAY = 60  # seconds, as on the devnet
 
 
 @dataclass(frozen=True)
 class Actors:
-    """Dev accounts by part. approver1..3 sit in organisations 1..3; approver4 shares org 1."""
+    """Dev accounts by part. approver1..3 sit in organisations 1..3 (acme, globex, initech) and
+    approver4 in 1; steward1..3 steward them. registrar (REGISTRAR and ATTESTOR everywhere) and deployer
+    are members of acme, responder of globex. admin deployed the suite and holds nothing."""
 
     admin: str
     registrar: str
@@ -32,6 +36,9 @@ class Actors:
     approver3: str
     approver4: str
     outsider: str
+    steward1: str
+    steward2: str
+    steward3: str
     keys: dict  # address -> private key (hex)
 
     def key(self, address: str) -> str:
@@ -44,6 +51,25 @@ class Suite:
     registry: object  # web3 Contract
     ledger: object
     actors: Actors
+    governance: object = None
+
+    def govern(self, fn) -> dict:
+        """Pass a registry or governance call through governance as the consortium would: steward1
+        proposes, steward2 approves (K = 2), and a weakening change waits out the delay and executes.
+        Returns the proposal's getProposal struct as a dict."""
+        contract = fn.address
+        data = fn._encode_transaction_data()
+        receipt = self.transact(self.governance.functions.propose(contract, data), self.actors.steward1)
+        proposal_id = self.events(receipt, self.governance, "ProposalCreated")[0]["id"]
+        self.transact(self.governance.functions.approveProposal(proposal_id), self.actors.steward2)
+        proposal = self.governance.functions.getProposal(proposal_id).call()
+        if proposal[1] == 2:  # Scheduled: a weakening change waits for its delay
+            self.w3.provider.make_request("evm_increaseTime", [GOVERNANCE_DELAY])
+            self.w3.provider.make_request("evm_mine", [])
+            self.transact(self.governance.functions.executeProposal(proposal_id), self.actors.outsider)
+        proposal = self.governance.functions.getProposal(proposal_id).call()
+        assert proposal[1] == 3, f"proposal {proposal_id} did not execute: state {proposal[1]}"
+        return {"id": proposal_id, "weakening": proposal[2]}
 
     def transact(self, fn, sender: str):
         """Send fn from an (anvil-unlocked) dev account; return the receipt, asserting success."""
@@ -93,26 +119,31 @@ def w3(anvil) -> Web3:
 
 @pytest.fixture(scope="session")
 def actors() -> Actors:
-    keys = dev_private_keys(10)
+    names = ["admin", "registrar", "deployer", "responder", "approver1", "approver2", "approver3", "approver4", "outsider",
+             "steward1", "steward2", "steward3"]
+    keys = dev_private_keys(len(names))
     addresses = [Account.from_key(k).address for k in keys]
-    names = ["admin", "registrar", "deployer", "responder", "approver1", "approver2", "approver3", "approver4", "outsider"]
     return Actors(**dict(zip(names, addresses)), keys=dict(zip(addresses, keys)))
 
 
 @pytest.fixture(scope="session")
 def suite_session(anvil, w3, actors) -> Suite:
-    """The suite deployed once: three organisations, approvers 1..3 one per org, approver4 in org 1."""
-    deployed = Ledger.deploy_suite(anvil.url, Account.from_key(actors.key(actors.admin)))  # the one deployment path
+    """The suite deployed once with the bootstrap consortium of Actors; no policies."""
+    a = actors
+    bootstrap = Bootstrap(
+        organisations=(("acme", a.steward1), ("globex", a.steward2), ("initech", a.steward3)),
+        members=((a.approver1, "acme", True), (a.approver2, "globex", True), (a.approver3, "initech", True),
+                 (a.approver4, "acme", True), (a.registrar, "acme", False), (a.deployer, "acme", False),
+                 (a.responder, "globex", False)),
+        roles=(("REGISTRAR", "", a.registrar), ("ATTESTOR", "", a.registrar), ("DEPLOYER", "", a.deployer),
+               ("RESPONDER", "", a.responder)),
+        organisations_needed=2,
+        delay=GOVERNANCE_DELAY,
+    )
+    deployed = Ledger.deploy_suite(anvil.url, Account.from_key(a.key(a.admin)), bootstrap)  # the one deployment path
     contracts = deployed_contracts(w3, deployed.book)
-    registry, ledger = contracts["ReleaseRegistry"], contracts["DeploymentLedger"]
-    suite = Suite(w3=w3, registry=registry, ledger=ledger, actors=actors)
-    seed_consortium(deployed, [
-        (actors.approver1, "acme", ("APPROVER",)), (actors.approver2, "globex", ("APPROVER",)),
-        (actors.approver3, "initech", ("APPROVER",)), (actors.approver4, "acme", ("APPROVER",)),
-        (actors.registrar, None, ("REGISTRAR",)), (actors.deployer, None, ("DEPLOYER",)),
-        (actors.responder, None, ("RESPONDER",)),
-    ])
-    return suite
+    return Suite(w3=w3, registry=contracts["ReleaseRegistry"], ledger=contracts["DeploymentLedger"], actors=a,
+                 governance=contracts["Governance"])
 
 
 @pytest.fixture

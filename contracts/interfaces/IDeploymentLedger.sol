@@ -10,9 +10,14 @@ import {GateReason} from "./IReleaseRegistry.sol";
 /// @dev Deployment ids and incident ids are sequential from 1. Deployment lifecycle:
 ///   InProgress --promote/recordAnalysis--> InProgress --complete--> Completed
 ///   InProgress --fail--> Failed;  InProgress or live Completed --rollback--> RolledBack
+/// `start`, `promote` and `complete` each pass the gate at that moment (a rollout's own progress
+/// aside), and `promote` and `complete` also need its canary: a Fail verdict blocks them for good, a
+/// Marginal one until a later Pass. A rollback never returns to a revoked artifact.
 /// Events after `DeploymentStarted` and `IncidentOpened` are indexed by id and by
 /// target = keccak256(abi.encode(keccak256(service), keccak256(environment))).
-/// Incident lifecycle: Open --acknowledge--> Acknowledged --mitigate--> Mitigated --resolve--> Resolved.
+/// Incident lifecycle: Open --acknowledge--> Acknowledged --mitigate--> Mitigated, and `resolve` from
+/// any of them. Resolving an incident that freezes its target's policy needs responders of
+/// `resolveQuorum` distinct organisations. Every state change folds its events into `historyHead`.
 interface IDeploymentLedger {
     enum DeploymentStatus {
         None,
@@ -45,6 +50,7 @@ interface IDeploymentLedger {
         uint40 startedAt;
         uint8 percent;
         DeploymentStatus status;
+        Verdict canary; // Fail stays Fail; Marginal until a later Pass
     }
 
     /// @notice The live (last completed) and the in-progress deployment of a (service, environment).
@@ -57,6 +63,7 @@ interface IDeploymentLedger {
         bytes32 target;
         uint8 severity;
         IncidentStatus status;
+        uint256 resolvedBy; // bitmask of the organisations whose responders resolved it so far
     }
 
     struct IncidentInput {
@@ -131,6 +138,11 @@ interface IDeploymentLedger {
     event IncidentMitigated(
         uint256 indexed id, bytes32 indexed target, uint256 rollbackId, address responder
     );
+    /// @notice A responder of organisation `org` resolved the incident; it is resolved once
+    /// `organisations` reaches `needed` (1 unless the incident freezes its target).
+    event IncidentResolveApproved(
+        uint256 indexed id, bytes32 indexed target, address responder, uint8 org, uint8 organisations, uint8 needed
+    );
     event IncidentResolved(
         uint256 indexed id,
         bytes32 indexed target,
@@ -138,6 +150,7 @@ interface IDeploymentLedger {
         string postmortemUri,
         address responder
     );
+    event PostmortemAttached(uint256 indexed id, bytes32 indexed target, bytes32 digest, string uri, address responder);
 
     // ------------------------------------------------------------------ errors
     error GateDenied(GateReason reason, uint256 detailA, uint256 detailB);
@@ -148,7 +161,13 @@ interface IDeploymentLedger {
     error RolloutIncomplete(uint256 id, uint8 percent);
     error RolloutInProgress(bytes32 target, uint256 activeId);
     error NotLiveDeployment(uint256 id, uint256 liveId);
-    error ArtifactRevokedDuringRollout(uint256 id);
+    /// @notice `promote` or `complete` refused: the gate no longer allows the rollout.
+    error StepDenied(uint256 id, GateReason reason, uint256 detailA, uint256 detailB);
+    /// @notice `promote` or `complete` refused: the canary's verdict is Fail, or Marginal without a later Pass.
+    error CanaryBlocks(uint256 id, Verdict verdict);
+    /// @notice `rollback` refused: it would return to deployment `restoredId`, whose artifact is revoked.
+    error RestoresRevokedArtifact(uint256 id, uint256 restoredId, bytes32 artifactId);
+    error AlreadyResolvedBy(uint256 incidentId, uint8 org);
     error InvalidScore(uint16 scoreBasisPoints);
     error InvalidVerdict(Verdict verdict);
     error UnknownIncident(uint256 id);
@@ -156,6 +175,7 @@ interface IDeploymentLedger {
     error InvalidSeverity(uint8 severity);
     error EmptyTitle();
     error RollbackNotFound(uint256 incidentId, uint256 rollbackId);
+    error ResponderWithoutOrganisation(address responder);
 
     // ------------------------------------------------------------------ gate
     /// @notice May `digest` of `service` be deployed to `environment` at this block? Returns the first
@@ -207,11 +227,18 @@ interface IDeploymentLedger {
     /// @notice Marks an incident mitigated, optionally naming the rollback that mitigated it.
     function mitigate(uint256 id, uint256 rollbackId) external;
     function resolve(uint256 id, bytes32 postmortemDigest, string calldata postmortemUri) external;
+    /// @notice Attaches (or replaces) the postmortem of an incident, at any time. Only RESPONDER.
+    function attachPostmortem(uint256 id, bytes32 digest, string calldata uri) external;
 
     function getIncident(uint256 id) external view returns (Incident memory);
-    function openIncidents(string calldata service, string calldata environment)
+    /// @notice How many incidents of each severity (index 0: severity 1) are open (not resolved).
+    function openIncidentCounts(string calldata service, string calldata environment)
         external
         view
-        returns (uint256[] memory);
+        returns (uint64[4] memory);
+    /// @notice How many standing completions (not rolled back) the artifact has in the target.
+    function completions(bytes32 artifactId, bytes32 target) external view returns (uint256);
+    /// @notice The running hash of every record this contract emitted, and their count (History.sol).
+    function historyHead() external view returns (bytes32 head, uint64 count);
     function incidentCount() external view returns (uint256);
 }

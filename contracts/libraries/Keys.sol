@@ -3,25 +3,37 @@ pragma solidity ^0.8.28;
 
 import {IReleaseRegistry} from "../interfaces/IReleaseRegistry.sol";
 
-/// @notice The roles of the consortium. ADMIN is AccessControl's DEFAULT_ADMIN_ROLE and administers
-/// every other role; it is meant for a multisig or a timelock.
+/// @notice The roles of the consortium. No account holds AccessControl's DEFAULT_ADMIN_ROLE: roles are
+/// granted by governance (cross-organisation roles) or by a steward (APPROVER in its organisation).
 library Roles {
-    bytes32 internal constant ADMIN = 0x00;
     bytes32 internal constant REGISTRAR = keccak256("REGISTRAR_ROLE");
     bytes32 internal constant APPROVER = keccak256("APPROVER_ROLE");
     bytes32 internal constant DEPLOYER = keccak256("DEPLOYER_ROLE");
     bytes32 internal constant RESPONDER = keccak256("RESPONDER_ROLE");
+    bytes32 internal constant ATTESTOR = keccak256("ATTESTOR_ROLE");
+
+    /// @dev The AccessControl role id of `role` for one scope (a service or an attestation type);
+    /// scope 0 (everywhere) is the role itself.
+    function id(bytes32 role, bytes32 scopeKey) internal pure returns (bytes32) {
+        return scopeKey == 0 ? role : keccak256(abi.encode(role, scopeKey));
+    }
 }
 
 /// @notice How names become storage keys; see IReleaseRegistry for the keys' definitions.
 library Keys {
     uint256 internal constant MAX_NAME_LENGTH = 64;
 
-    /// @dev Hashes a service, environment or version name after checking it is 1..64 bytes long.
-    function name(string calldata value) internal pure returns (bytes32) {
+    /// @dev Hashes a service, environment, version or attestation type name after checking it is
+    /// 1..64 bytes long.
+    function name(string memory value) internal pure returns (bytes32) {
         uint256 length = bytes(value).length;
         if (length == 0 || length > MAX_NAME_LENGTH) revert IReleaseRegistry.InvalidName(value);
         return keccak256(bytes(value));
+    }
+
+    /// @dev `name`, except that "" is scope 0 (everywhere).
+    function scope(string memory value) internal pure returns (bytes32) {
+        return bytes(value).length == 0 ? bytes32(0) : name(value);
     }
 
     function artifactId(bytes32 serviceKey, bytes32 digest) internal pure returns (bytes32) {

@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 
 ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "artifacts"
-SUITE = ("ReleaseRegistry", "DeploymentLedger")
+SUITE = ("ReleaseRegistry", "Governance", "DeploymentLedger")
 
 
 @cache

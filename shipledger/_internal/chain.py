@@ -140,6 +140,11 @@ class TxSender:
         pending = self.w3.eth.get_transaction_count(self.address, "pending")
         return max(pending, self._next_nonce or 0)
 
+    def next_nonce(self) -> int:
+        """The nonce the next transaction will use (another sender of this key may still take it)."""
+        with self._lock:
+            return self._fresh_nonce()
+
     def _fee_fields(self) -> dict:
         if self._fees is None:
             base_fee = self.w3.eth.get_block("latest").get("baseFeePerGas")

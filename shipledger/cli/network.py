@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from shipledger.cli import EXIT_OK, emit, say
+from shipledger.cli.shared import duration
 
 
 def tcp_port(text: str) -> int:
@@ -17,8 +18,8 @@ def cmd_devnet_up(args) -> int:
     from shipledger.network.devnet import devnet_up
 
     say(args, "starting the devnet (anvil), deploying the suite and a demo consortium...")
-    state = devnet_up(port=args.port)
-    public = {k: state[k] for k in ("rpc_url", "deployment", "chain_id", "accounts", "reused")}
+    state = devnet_up(port=args.port, governance_delay=args.governance_delay)
+    public = {k: state[k] for k in ("rpc_url", "deployment", "chain_id", "accounts", "governance", "reused")}
     reused = "the devnet already running" if state["reused"] else "devnet"
     emit(args, public, f"{reused} on {state['rpc_url']} (chain {state['chain_id']}); address book {state['deployment']}\n"
          f"export SHIPLEDGER_RPC_URL={state['rpc_url']} SHIPLEDGER_DEPLOYMENT={state['deployment']}")
@@ -37,4 +38,6 @@ def add_commands(parsers) -> None:
     devnet = parsers.group("devnet")
     p = parsers.command("up", cmd_devnet_up, "start anvil, deploy the suite and a demo consortium (reuses the one running on the same port)", devnet)
     p.add_argument("--port", type=tcp_port, default=8545, help="the loopback port anvil listens on (default 8545)")
+    p.add_argument("--governance-delay", type=duration, default=60, metavar="DUR",
+                   help="how long a weakening governance change waits (default 60s; production suites use 48h)")
     parsers.command("down", cmd_devnet_down, "stop the devnet", devnet)

@@ -18,6 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from shipledger.models import Bootstrap
 from urllib.parse import urlsplit
 
 from shipledger._internal.rpc import quick_batch
@@ -134,7 +135,7 @@ class Anvil:
         cls,
         port: int | None = None,
         chain_id: int = 31337,
-        accounts: int = 10,
+        accounts: int = 20,
         log_path: Path | None = None,
         detach: bool = False,
         extra_args: tuple[str, ...] = (),
@@ -197,16 +198,37 @@ def dev_private_keys(count: int = 10) -> list[str]:
 
 STATE_DIR = Path(".shipledger") / "devnet"
 DEFAULT_BOOK = Path("deployments") / "devnet.json"
-DEV_ROLES = {  # dev account index -> (part, organisation or None, roles)
-    0: ("admin", None, ()),
-    1: ("registrar", None, ("REGISTRAR",)),
-    2: ("deployer", None, ("DEPLOYER",)),
-    3: ("responder", None, ("RESPONDER",)),
-    4: ("approver", "acme", ("APPROVER",)),
-    5: ("approver", "globex", ("APPROVER",)),
-    6: ("approver", "initech", ("APPROVER",)),
+DEV_ROLES = {  # dev account index -> (part, organisation or None, roles held everywhere)
+    0: ("admin", None, ()),  # deploys the suite and keeps no role
+    1: ("registrar", "acme", ("REGISTRAR", "ATTESTOR")),
+    2: ("deployer", "acme", ("DEPLOYER",)),
+    3: ("responder", "globex", ("RESPONDER",)),
+    4: ("approver", "acme", ()),
+    5: ("approver", "globex", ()),
+    6: ("approver", "initech", ()),
     7: ("outsider", None, ()),
+    8: ("steward", "acme", ()),
+    9: ("steward", "globex", ()),
+    10: ("steward", "initech", ()),
 }
+DEV_ORGANISATIONS = ("acme", "globex", "initech")
+DEV_ORGANISATIONS_NEEDED = 2  # K: two of the three organisations
+DEV_GOVERNANCE_DELAY = 60  # seconds a weakening change waits on the devnet (production default: 48 h)
+
+
+def dev_bootstrap(addresses: list[str], delay: int = DEV_GOVERNANCE_DELAY, policies=()) -> Bootstrap:
+    """The demo consortium of DEV_ROLES, for dev account addresses (index as in DEV_ROLES). `devnet up`,
+    the tests and `make gas` all start from it."""
+    stewards = {org: addresses[i] for i, (part, org, _) in DEV_ROLES.items() if part == "steward"}
+    return Bootstrap(
+        organisations=tuple((org, stewards[org]) for org in DEV_ORGANISATIONS),
+        members=tuple((addresses[i], org, part == "approver") for i, (part, org, _) in DEV_ROLES.items()
+                      if org and part != "steward"),
+        roles=tuple((role, "", addresses[i]) for i, (_, _, roles) in DEV_ROLES.items() for role in roles),
+        policies=tuple(policies),
+        organisations_needed=DEV_ORGANISATIONS_NEEDED,
+        delay=delay,
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -249,27 +271,13 @@ def running_devnet(state_dir: Path = STATE_DIR) -> dict | None:
     return state if code not in ("0x", "") else None
 
 
-def seed_consortium(admin, members) -> dict[str, int]:
-    """Create the organisations `members` name (in order of first mention), then give each member
-    its organisation and roles. members: (address, organisation name or None, role names); admin: a
-    Ledger whose signer holds ADMIN. `devnet up`, the tests and `make gas` all set up through here."""
-    org_ids: dict[str, int] = {}
-    for _, org, _ in members:
-        if org and org not in org_ids:
-            org_ids[org] = admin.add_organisation(org)
-    for address, org, roles in members:
-        if org:
-            admin.add_member(org_ids[org], address)
-        for role in roles:
-            admin.grant_role(role, address)
-    return org_ids
-
-
 def devnet_port(state: dict) -> int:
     return urlsplit(state["rpc_url"]).port
 
 
-def devnet_up(port: int = 8545, book_path: Path = DEFAULT_BOOK, state_dir: Path = STATE_DIR) -> dict:
+def devnet_up(
+    port: int = 8545, book_path: Path = DEFAULT_BOOK, state_dir: Path = STATE_DIR, governance_delay: int = DEV_GOVERNANCE_DELAY
+) -> dict:
     """Start anvil in the background, deploy the suite, create a demo consortium. The devnet this
     state_dir already runs is reused when it is on the port asked (state["reused"] says so), else refused."""
     state = running_devnet(state_dir)
@@ -291,13 +299,13 @@ def devnet_up(port: int = 8545, book_path: Path = DEFAULT_BOOK, state_dir: Path 
     try:
         keys = dev_private_keys(len(DEV_ROLES))
         accounts = [Account.from_key(k) for k in keys]
-        admin = Ledger.deploy_suite(node.url, accounts[0], out=book_path)
-        seed_consortium(admin, [(accounts[i].address, org, roles) for i, (_, org, roles) in DEV_ROLES.items()])
-        summary: dict = {"approvers": []}
+        bootstrap = dev_bootstrap([a.address for a in accounts], governance_delay)
+        admin = Ledger.deploy_suite(node.url, accounts[0], bootstrap, out=book_path)
+        summary: dict = {"approvers": [], "stewards": []}
         for index, (part, org, roles) in DEV_ROLES.items():
             entry = {"address": accounts[index].address, "private_key": keys[index], "org": org}
-            if part == "approver":
-                summary["approvers"].append(entry)
+            if part in ("approver", "steward"):
+                summary[part + "s"].append(entry)  # in DEV_ORGANISATIONS order, one per organisation
             else:
                 summary[part] = entry
     except BaseException:
@@ -313,6 +321,7 @@ def devnet_up(port: int = 8545, book_path: Path = DEFAULT_BOOK, state_dir: Path 
         "accounts": summary,
         "pid": node.process.pid,
         "registry": admin.registry.address,
+        "governance": {"organisations_needed": bootstrap.organisations_needed, "delay": bootstrap.delay},
     }
     tmp = state_dir / "state.json.tmp"
     tmp.write_text(json.dumps(state, indent=2) + "\n")
