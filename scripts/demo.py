@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """`make demo`: a release story played on the embedded devnet, told in plain sentences.
 
-v1 is registered and denied, approved by two organisations (one approval signed offline and
-submitted by someone else), rolled out 10% -> 50% -> 100% with canary verdicts; v2 goes the same
-way; a severity-1 incident freezes v3, v2 is rolled back to v1, the incident resolves with a
-postmortem. Then the rollout controller takes over: v3 rolls out judged by the canary judge and
+The devnet starts with a consortium of three organisations governed 2 of 3 (a weakening change waits
+60 s) and a starting policy set in its bootstrap. acme's steward proposes a tighter policy and
+globex's approves it: it executes at once. v1 is registered and denied, approved by two
+organisations (one approval signed offline and submitted by someone else), rolled out 10% -> 50% ->
+100% with canary verdicts; v2 goes the same way; a severity-1 incident freezes v3 and initech vetoes
+it, v2 is rolled back to v1. Then the one-key attack on suite v1 is replayed step by step, and each
+step is refused. Responders of two organisations lift the freeze. Then the rollout controller takes over: v3 rolls out judged by the canary judge and
 completes, v4's canary is sick and is rolled back on its own with an incident opened. Compliance
 closes the story from the index: trace, audit, a verified export and the DORA report. The devnet
 stays up afterwards for the CLI to explore.
@@ -24,12 +27,23 @@ import time
 from pathlib import Path
 
 from shipledger import Ledger
-from shipledger.network.devnet import devnet_up
+from eth_account import Account
+
+from shipledger.client import policy_input, role_id
+from shipledger.network.devnet import dev_private_keys, devnet_up, rpc_call
 from shipledger.digests import digest_path
-from shipledger.errors import ShipledgerError
+from shipledger.errors import ContractRevert, ShipledgerError
 from shipledger.models import ArtifactSpec
 
 ENV = "prod"
+SERVICE = "payments"
+WEEK = 7 * 86400
+# Where the story starts, set in the devnet's bootstrap (a policy where there was none weakens, so
+# through governance it would wait the 60 s delay): 2 approvals from 2 organisations, valid 7 days,
+# frozen by open incidents of severity 1-2, a freeze lifted by one responder.
+STARTING_POLICY = dict(threshold=2, min_organisations=2, ttl=WEEK, freeze_severity=2, resolve_quorum=1)
+TIGHTER_POLICY = {**STARTING_POLICY, "ttl": 3 * 86400, "resolve_quorum": 2}
+DEPLOYER_INDEX = 2  # DEV_ROLES: the deployer, in acme; the demo's bootstrap also makes it a responder
 
 
 def say(text: str) -> None:
@@ -50,11 +64,53 @@ def build_artifact(workdir: Path, service: str, version: str) -> tuple[str, str]
 
 def fresh_service(registrar: Ledger) -> str:
     """'payments', or payments-N when an earlier demo on this devnet already used the name."""
-    name, n = "payments", 1
-    while registrar.digest_of(name, "1.0.0") is not None:
+    name, n = SERVICE, 1
+    while registrar.record_of(name, "1.0.0") is not None:
         n += 1
-        name = f"payments-{n}"
+        name = f"{SERVICE}-{n}"
     return name
+
+
+def refused(who: str, attempt: str, why: str, action) -> None:
+    """Run one step of the attack; it must be refused. Says who tried what, why the suite refuses it,
+    and the ledger's error (with its sentence, where the SDK has one)."""
+    try:
+        action()
+    except ContractRevert as exc:
+        sentence = "" if exc.sentence.startswith(exc.error_name) else f": {exc.sentence}"
+        say(f"{who} tries to {attempt}: REFUSED, {why} ({exc.error_name}{sentence})")
+        return
+    sys.exit(f"demo: {who} could {attempt}: the suite let one key do it")
+
+
+def send(ledger: Ledger, fn):
+    """Send a raw contract call as this ledger's key (the attack calls functions no SDK method wraps
+    for that key, because only governance or a steward may call them)."""
+    return ledger._tx(fn)
+
+
+def starting_point(url: str, state: dict, service: str, stewards: list[Ledger], outsider: Ledger) -> None:
+    """A devnet this demo did not start (or one an earlier demo used up) lacks the starting policy
+    for `service`, or the deployer's RESPONDER role: the stewards propose them. Both weaken, so they
+    wait the governance delay, which this dev chain's clock skips (evm_increaseTime)."""
+    deployer = state["accounts"]["deployer"]["address"]
+    changes = []
+    if stewards[0].policy(service, ENV) is None:
+        changes.append(stewards[0].change_policy(service, ENV, **STARTING_POLICY))
+    if not stewards[0].has_role("RESPONDER", deployer):
+        changes.append(stewards[0].change_role(True, "RESPONDER", deployer))
+    if not changes:
+        return
+    delay = state["governance"]["delay"]
+    say(f"(this devnet lacks the demo's starting point for {service}: acme's and globex's stewards propose and approve "
+        f"it; it weakens, so it waits {delay} s, which the dev chain's clock skips)")
+    ids = [stewards[0].propose(change).id for change in changes]
+    for proposal_id in ids:
+        stewards[1].approve_proposal(proposal_id)
+    rpc_call(url, "evm_increaseTime", [delay])
+    rpc_call(url, "evm_mine")
+    for proposal_id in ids:
+        outsider.execute_proposal(proposal_id)
 
 
 def main() -> None:
@@ -63,24 +119,40 @@ def main() -> None:
     port = parser.parse_args().port
     started = time.monotonic()
     chapter(f"Starting the devnet (anvil) on port {port} with the shipledger suite and a three-organisation consortium")
+    deployer_address = Account.from_key(dev_private_keys(DEPLOYER_INDEX + 1)[DEPLOYER_INDEX]).address
     try:
-        state = devnet_up(port=port)
+        state = devnet_up(port=port, policies=((SERVICE, ENV, STARTING_POLICY),),
+                          roles=(("RESPONDER", "", deployer_address),))
     except ShipledgerError as exc:  # port taken, a devnet on another port, no anvil: say so, no traceback
         sys.exit(f"demo: {exc}")
     if state["reused"]:
         say("(the devnet already running on that port, reused)")
     url, book, accounts = state["rpc_url"], state["deployment"], state["accounts"]
     as_key = lambda part: Ledger.connect(url, book, signer=part["private_key"])  # noqa: E731
-    admin, registrar = as_key(accounts["admin"]), as_key(accounts["registrar"])
+    registrar = as_key(accounts["registrar"])
     deployer, responder = as_key(accounts["deployer"]), as_key(accounts["responder"])
-    acme, globex, _ = (as_key(a) for a in accounts["approvers"])
+    acme, globex, initech = (as_key(a) for a in accounts["approvers"])
+    stewards = [as_key(a) for a in accounts["stewards"]]
     outsider = as_key(accounts["outsider"])
+    governance = state["governance"]
     say(f"chain {state['chain_id']} at {url}; address book {book}")
+    say(f"governance: any change to organisations, roles or policies needs the stewards of "
+        f"{governance['organisations_needed']} of the 3 organisations; one that weakens anything also waits "
+        f"{governance['delay']} s, during which any organisation can cancel it. The deploying key holds no role.")
 
     service = fresh_service(registrar)
-    admin.set_policy(service, ENV, threshold=2, min_organisations=2, ttl=7 * 86400, freeze_severity=2)
-    say(f"policy for {service} in {ENV}: 2 approvals from 2 organisations, valid 7 days, "
-        "frozen by open incidents of severity 1-2")
+    starting_point(url, state, service, stewards, outsider)
+    say(f"policy for {service} in {ENV}: 2 approvals from 2 organisations, valid 7 days, frozen by open incidents "
+        "of severity 1-2, a freeze lifted by one responder")
+
+    chapter("Governance: a steward tightens the policy")
+    proposal = stewards[0].set_policy(service, ENV, **TIGHTER_POLICY)
+    say(f"acme's steward proposes: approvals valid 3 days, and lifting a freeze needs responders of 2 organisations "
+        f"(proposal {proposal.id}: {proposal.approvals} of {proposal.needed} organisations, {proposal.state})")
+    proposal = stewards[1].approve_proposal(proposal.id)
+    policy = registrar.policy(service, ENV)
+    say(f"globex's steward approves: it only tightens, so it executed at once ({proposal.state}; policy version "
+        f"{policy.version}, ttl {policy.ttl // 86400} days, resolve quorum {policy.resolve_quorum})")
 
     workdir = Path(tempfile.mkdtemp(prefix="shipledger-demo-"))
     deployments: dict[str, int] = {}
@@ -101,12 +173,18 @@ def main() -> None:
         return result.allowed
 
     def approve(digest: str, version: str) -> None:
+        # valid one day: the registry refuses a deadline beyond the policy's ttl (3 days) after signing
+        signed = globex.sign_approval(digest, service, ENV, deadline=int(time.time()) + 86400)
+        say(f"globex's approver signed an EIP-712 approval offline (nonce {str(signed.nonce)[:8]}..., valid 1 day, "
+            "no RPC needed)")
+        # Signed first: the block of this transaction is then no older than the signature, so the
+        # submission below is estimated (and mined) as a vote, never as one "signed in the future".
         acme.approve(digest, service, ENV, comment=f"{version} reviewed")
         say(f"acme's approver approved {version} with a transaction from their wallet")
-        signed = globex.sign_approval(digest, service, ENV)
-        say(f"globex's approver signed an EIP-712 approval offline (nonce {str(signed.nonce)[:8]}..., no RPC needed)")
-        outsider.submit_approvals([signed])
-        say("an account with no role submitted that signature; the contract checked it")
+        _, skipped = outsider.submit_approvals([signed])
+        if skipped:
+            sys.exit(f"demo: the signed approval was skipped: {skipped}")
+        say("an account with no role submitted globex's signature; the contract checked it")
 
     def roll_out(digest: str, version: str) -> int:
         deployment = deployer.start_deployment(digest, service, ENV, percent=10)
@@ -128,28 +206,65 @@ def main() -> None:
         deployments[version] = roll_out(digest, version)
         deployments_digest[version] = digest
 
-    chapter("An incident freezes the next release")
+    chapter("An incident freezes the next release, and initech vetoes it")
     v3 = release("3.0.0")
     approve(v3, "3.0.0")
     incident = responder.open_incident(service, ENV, 1, "checkout errors up 40% after 2.0.0",
                                        suspects=[deployments["2.0.0"]])
-    say(f"on-call opened incident {incident} (severity 1) naming deployment {deployments['2.0.0']} as suspect")
-    gate(v3, "3.0.0")
-
-    chapter("Rolling back and resolving")
+    say(f"on-call (globex) opened incident {incident} (severity 1) naming deployment {deployments['2.0.0']} as suspect")
+    initech.reject(v3, service, ENV, "3.0.0 ships the same pool change; wait for the postmortem")
+    say("initech's approver rejected 3.0.0: a veto, until withdrawn")
     restored = deployer.rollback(deployments["2.0.0"], "incident %d" % incident)
     say(f"deployment {deployments['2.0.0']} rolled back: deployment {restored} (1.0.0) is live again")
     responder.acknowledge(incident)
     responder.mitigate(incident, rollback_id=deployments["2.0.0"])
+    say(f"incident {incident} acknowledged and mitigated by that rollback")
+    gate(v3, "3.0.0")
+
+    chapter("The one-key attack on suite v1, replayed: each step is refused")
+    say("In suite v1 one ADMIN key could add two shell organisations with puppet approvers, remove the vetoing "
+        "approver, grant itself DEPLOYER and RESPONDER, resolve the incident and ship. Now each step is refused:")
+    deployer_key = accounts["deployer"]["address"]
+    reg = deployer.registry.functions
+    refused("the deployer key", "add a shell organisation", "only governance adds organisations",
+            lambda: send(deployer, reg.addOrganisation("shell-1", deployer_key)))
+    refused("acme's steward", "make a globex member an approver", "a steward manages only its own organisation",
+            lambda: stewards[0].set_approver(accounts["responder"]["address"], True))
+    refused("acme's steward", "remove initech's vetoing approver", "a steward manages only its own organisation",
+            lambda: stewards[0].remove_member(accounts["approvers"][2]["address"]))
+    refused("the deployer key", "grant itself REGISTRAR", "nobody holds the admin role: roles are granted by governance",
+            lambda: send(deployer, reg.grantRole(role_id("REGISTRAR"), deployer_key)))
+    weaker = {**TIGHTER_POLICY, "threshold": 1, "min_organisations": 1}
+    refused("the deployer key", "lower the policy to 1 approval", "only governance sets policies",
+            lambda: send(deployer, reg.setPolicy(service, ENV, policy_input(service, ENV, **weaker))))
+    lower = stewards[0].set_policy(service, ENV, **weaker)
+    lower = stewards[1].approve_proposal(lower.id)
+    say(f"acme's steward proposes 1 approval and globex's agrees: it weakens, so proposal {lower.id} is {lower.state}, "
+        f"executable only after {governance['delay']} s")
+    stewards[2].cancel_proposal(lower.id)
+    say(f"initech's steward cancels it: one organisation is enough to stop a weakening change "
+        f"(proposal {lower.id} {registrar.proposal(lower.id).state}; policy version {registrar.policy(service, ENV).version})")
+    alone = responder.resolve(incident)
+    frozen = registrar.open_incident_counts(service, ENV)[1]
+    say(f"globex's responder resolves incident {incident} alone: {alone.organisations} of {alone.needed} organisations, "
+        f"so it stays open ({frozen} severity-1 incident open) and the freeze stays until a responder of another "
+        "organisation agrees")
+    refused("globex's responder", "resolve it a second time", "each organisation counts once",
+            lambda: responder.resolve(incident))
+    refused("the deployer key", "start 3.0.0", "the gate still says no", lambda: deployer.start_deployment(v3, service, ENV))
+
+    chapter("The consortium lifts the freeze")
     postmortem = workdir / "postmortem.md"
     postmortem.write_text("# Checkout errors\nCause: connection pool size halved in 2.0.0.\n")
-    responder.resolve(incident, digest_path(postmortem), "https://wiki.local/postmortems/checkout-errors")
-    say(f"incident {incident} acknowledged, mitigated by the rollback, resolved with a postmortem")
+    done = deployer.resolve(incident, digest_path(postmortem), "https://wiki.local/postmortems/checkout-errors")
+    say(f"acme's on-call resolves it too, with the postmortem: {done.organisations} of {done.needed} organisations, "
+        f"{'resolved' if done.resolved else 'still open'}")
+    initech.withdraw(v3, service, ENV)
+    say("initech's approver read the postmortem and withdrew the veto")
     gate(v3, "3.0.0")
 
     chapter("The rollout controller takes over: each step judged against the baseline")
-    admin.grant_role("RESPONDER", accounts["deployer"]["address"])  # so the controller can open an incident on a bad canary
-    say("the deployer's account may now also open incidents (RESPONDER)")
+    say("the deployer's account also holds RESPONDER (from the bootstrap), so the controller opens an incident on a bad canary")
     cli = Cli(url, book, accounts["deployer"]["private_key"])
     samples = SampleSource(workdir)
     config = samples.config()

@@ -16,6 +16,7 @@ from eth_account.signers.local import LocalAccount
 from web3.utils.address import get_create_address
 from web3 import Web3
 from web3._utils.events import get_event_data
+from web3.logs import DISCARD
 
 from shipledger._internal import artifacts
 from shipledger._internal.batch import RegistrationBatch
@@ -40,6 +41,7 @@ from shipledger.models import (
     Policy,
     Proposal,
     ProposalState,
+    Resolution,
     SignedApproval,
     TargetState,
     TxReceipt,
@@ -144,6 +146,48 @@ def encode_bootstrap(b: Bootstrap) -> tuple:
         [environment for _, environment, _ in b.policies],
         [policy_input(service, environment, **policy) for service, environment, policy in b.policies],
     )
+
+
+def gate_reason_sentence(code: int, detail_a: int, detail_b: int) -> tuple[str, str]:
+    """(reason name, sentence) of a gate reason code and its two numbers, for StepDenied as for GateDenied."""
+    from shipledger.errors import GATE_SENTENCES, gate_details, gate_sentence
+
+    names = list(GATE_SENTENCES)
+    if code < len(names):
+        reason = names[code]
+        try:
+            return reason, gate_sentence(reason, gate_details(reason, detail_a, detail_b))
+        except (KeyError, IndexError, ValueError):
+            pass
+    else:
+        reason = {11: "rollout_in_progress", 12: "missing_attestation"}.get(code, f"reason {code}")
+    # the reasons suite v2 added, until the shared gate sentences name them
+    return reason, {
+        "frozen_by_incident": f"deployments are frozen by {detail_a} open incident(s), the most severe of severity {detail_b}",
+        "rollout_in_progress": f"deployment {detail_a} is still rolling out in this environment",
+        "missing_attestation": f"a required attestation is missing (type 0x{detail_a:064x})",
+    }.get(reason, f"the gate denies it ({reason}, {detail_a}, {detail_b})")
+
+
+def step_sentence(error_name: str, arguments: dict) -> str | None:
+    """The sentence for the ledger's refusal of a rollout step (promote, complete, rollback), None for
+    other errors. The contract re-checks the gate and the canary at every step."""
+    if error_name == "StepDenied":
+        _, why = gate_reason_sentence(int(arguments["reason"]), int(arguments["detailA"]), int(arguments["detailB"]))
+        return f"deployment {arguments['id']} cannot go on: {why}"
+    if error_name == "CanaryBlocks":
+        verdict = Verdict(int(arguments["verdict"])).name.lower()
+        if verdict == "fail":
+            return (f"deployment {arguments['id']} cannot go on: its canary verdict is fail, which blocks it for good "
+                    "(roll it back, or fail it)")
+        return (f"deployment {arguments['id']} cannot go on: its last canary verdict is {verdict}; "
+                "it needs a later pass")
+    if error_name == "RestoresRevokedArtifact":
+        artifact = arguments["artifactId"]
+        artifact = "0x" + bytes(artifact).hex() if isinstance(artifact, (bytes, bytearray)) else artifact
+        return (f"rolling back deployment {arguments['id']} would make deployment {arguments['restoredId']} live again, "
+                f"whose artifact {artifact} is revoked; a rollout in progress can be ended with `deploy fail` instead")
+    return None
 
 
 def _name_key(value: str) -> bytes:
@@ -354,7 +398,8 @@ class Ledger:
         return self._sender.transact(fn)
 
     def _events(self, raw_receipt, contract, name: str) -> list[dict]:
-        return [dict(e["args"]) for e in getattr(contract.events, name)().process_receipt(raw_receipt)]
+        # DISCARD: the receipt's other events (a rollout step's own, historyHead's) are not this one
+        return [dict(e["args"]) for e in getattr(contract.events, name)().process_receipt(raw_receipt, errors=DISCARD)]
 
     # ------------------------------------------------------------------ consortium
 
@@ -737,10 +782,14 @@ class Ledger:
     # ------------------------------------------------------------------ deployments
 
     def start_deployment(self, digest: str, service: str, environment: str, percent: int = 100) -> int:
+        return self.start_deployment_tx(digest, service, environment, percent)[0]
+
+    def start_deployment_tx(self, digest: str, service: str, environment: str, percent: int = 100) -> tuple[int, TxReceipt]:
+        """Start a rollout if the gate allows it; (deployment id, receipt)."""
         if not 1 <= percent <= 100:
             raise UsageError(f"percent {percent} must be 1 to 100")
         try:
-            _, raw = self._tx(self.ledger.functions.start(*self._vote_args(digest, service, environment), percent))
+            receipt, raw = self._tx(self.ledger.functions.start(*self._vote_args(digest, service, environment), percent))
         except Denied as exc:
             details = exc.arguments.get("details") or {}
             if exc.error_name != "GateDenied" or "environment_key" not in details:
@@ -748,12 +797,13 @@ class Ledger:
             name = self.prior_environment_name(service, environment, details["environment_key"])
             plain = {k: exc.arguments[k] for k in ("reason", "detailA", "detailB")}
             raise revert_error("GateDenied", plain, prior_environment=name) from None
-        return self._events(raw, self.ledger, "DeploymentStarted")[0]["id"]
+        return self._events(raw, self.ledger, "DeploymentStarted")[0]["id"], receipt
 
     def promote(self, deployment_id: int, percent: int) -> TxReceipt:
+        """Raise the rollout; the ledger re-checks the gate and the canary first (StepDenied, CanaryBlocks)."""
         if not 1 <= percent <= 100:
             raise UsageError(f"percent {percent} must be 1 to 100")
-        return self._tx(self.ledger.functions.promote(deployment_id, percent))[0]
+        return self._step(self.ledger.functions.promote(deployment_id, percent))
 
     def record_analysis(
         self, deployment_id: int, score: float, verdict: str, report_digest: str = "", report_uri: str = "", judge: str = ""
@@ -770,15 +820,34 @@ class Ledger:
         return self._tx(fn)[0]
 
     def complete(self, deployment_id: int) -> TxReceipt:
-        return self._tx(self.ledger.functions.complete(deployment_id))[0]
+        """Complete a rollout at 100%; re-checked like promote."""
+        return self._step(self.ledger.functions.complete(deployment_id))
 
     def fail(self, deployment_id: int, reason: str) -> TxReceipt:
         return self._tx(self.ledger.functions.fail(deployment_id, reason))[0]
 
     def rollback(self, deployment_id: int, reason: str) -> int:
         """Roll back; returns the id of the deployment that is live again (0 for none)."""
-        _, raw = self._tx(self.ledger.functions.rollback(deployment_id, reason))
-        return self._events(raw, self.ledger, "DeploymentRolledBack")[0]["restored"]
+        return self.rollback_tx(deployment_id, reason)[0]
+
+    def rollback_tx(self, deployment_id: int, reason: str) -> tuple[int, TxReceipt]:
+        """Roll back; (the id of the deployment live again, 0 for none; receipt). RestoresRevokedArtifact
+        when that deployment's artifact is revoked: `fail` ends an in-progress rollout instead."""
+        receipt, raw = self._step_tx(self.ledger.functions.rollback(deployment_id, reason))
+        return self._events(raw, self.ledger, "DeploymentRolledBack")[0]["restored"], receipt
+
+    def _step(self, fn) -> TxReceipt:
+        return self._step_tx(fn)[0]
+
+    def _step_tx(self, fn):
+        """Send a rollout step; the ledger's refusals of a step get a sentence naming why."""
+        try:
+            return self._tx(fn)
+        except Denied as exc:
+            sentence = step_sentence(exc.error_name, exc.arguments)
+            if sentence is None:
+                raise
+            raise type(exc)(exc.arguments, sentence) from None
 
     def deployment(self, deployment_id: int) -> Deployment:
         return Deployment.from_call(deployment_id, call(self.ledger.functions.getDeployment(deployment_id)))
@@ -793,6 +862,13 @@ class Ledger:
         self, service: str, environment: str, severity: int, title: str,
         suspects: Iterable[int] = (), details_digest: str = "", details_uri: str = "",
     ) -> int:
+        return self.open_incident_tx(service, environment, severity, title, suspects, details_digest, details_uri)[0]
+
+    def open_incident_tx(
+        self, service: str, environment: str, severity: int, title: str,
+        suspects: Iterable[int] = (), details_digest: str = "", details_uri: str = "",
+    ) -> tuple[int, TxReceipt]:
+        """Open an incident (RESPONDER); (incident id, receipt)."""
         check_name("service", service)
         check_name("environment", environment)
         if not 1 <= severity <= 4:
@@ -800,25 +876,52 @@ class Ledger:
         if not title.strip():
             raise UsageError("an incident needs a title")
         incident = (service, environment, severity, list(suspects), title, _optional_digest(details_digest), details_uri)
-        _, raw = self._tx(self.ledger.functions.openIncident(incident))
-        return self._events(raw, self.ledger, "IncidentOpened")[0]["id"]
+        receipt, raw = self._tx(self.ledger.functions.openIncident(incident))
+        return self._events(raw, self.ledger, "IncidentOpened")[0]["id"], receipt
 
     def acknowledge(self, incident_id: int) -> TxReceipt:
         return self._tx(self.ledger.functions.acknowledge(incident_id))[0]
 
     def mitigate(self, incident_id: int, rollback_id: int = 0) -> TxReceipt:
+        """Mark an incident mitigated (from open or acknowledged), optionally naming the rollback of
+        the incident's own target that mitigated it."""
         if rollback_id:
-            self.deployment(rollback_id)  # an unknown id: UnknownDeployment (bad input), not RollbackNotFound
-        return self._tx(self.ledger.functions.mitigate(incident_id, rollback_id))[0]
+            rolled_back = self.deployment(rollback_id)  # an unknown id: UnknownDeployment (bad input), not RollbackNotFound
+        try:
+            return self._tx(self.ledger.functions.mitigate(incident_id, rollback_id))[0]
+        except Denied as exc:
+            if exc.error_name != "RollbackNotFound":
+                raise
+            incident = self.incident(incident_id)
+            why = (f"it is {rolled_back.status.replace('_', ' ')}, not rolled back" if rolled_back.status != "rolled_back"
+                   else "it is a deployment of another service or environment than the incident's")
+            raise type(exc)(exc.arguments, f"deployment {rollback_id} cannot mitigate incident {incident_id}: {why} "
+                                           f"(incident target {incident.target})") from None
 
-    def resolve(self, incident_id: int, postmortem_digest: str = "", postmortem_uri: str = "") -> TxReceipt:
-        return self._tx(self.ledger.functions.resolve(incident_id, _optional_digest(postmortem_digest), postmortem_uri))[0]
+    def resolve(self, incident_id: int, postmortem_digest: str = "", postmortem_uri: str = "") -> Resolution:
+        """Resolve as this responder's organisation. An incident that freezes its target needs
+        responders of the policy's resolveQuorum organisations: until the last of them the incident
+        stays open (Resolution.resolved False, and how many organisations have resolved it)."""
+        receipt, raw = self._tx(self.ledger.functions.resolve(incident_id, _optional_digest(postmortem_digest), postmortem_uri))
+        (approved,) = self._events(raw, self.ledger, "IncidentResolveApproved")
+        resolved = bool(self._events(raw, self.ledger, "IncidentResolved"))
+        return Resolution(incident_id=incident_id, resolved=resolved, organisations=approved["organisations"],
+                          needed=approved["needed"], receipt=receipt)
+
+    def attach_postmortem(self, incident_id: int, digest: str, uri: str = "") -> TxReceipt:
+        """Attach (or replace) an incident's postmortem, at any time: its sha256 and where it lives."""
+        if len(uri.encode()) > MAX_URI_BYTES:
+            raise UsageError(f"uri is {len(uri.encode())} bytes; at most {MAX_URI_BYTES} are allowed")
+        return self._tx(self.ledger.functions.attachPostmortem(incident_id, parse_digest(digest), uri))[0]
 
     def incident(self, incident_id: int) -> Incident:
         return Incident.from_call(incident_id, call(self.ledger.functions.getIncident(incident_id)))
 
-    def open_incidents(self, service: str, environment: str) -> list[int]:
-        return list(call(self.ledger.functions.openIncidents(check_name("service", service), check_name("environment", environment))))
+    def open_incident_counts(self, service: str, environment: str) -> dict[int, int]:
+        """Open (unresolved) incidents of the target by severity: {1: n, 2: n, 3: n, 4: n}."""
+        counts = call(self.ledger.functions.openIncidentCounts(check_name("service", service),
+                                                               check_name("environment", environment)))
+        return {severity: int(n) for severity, n in enumerate(counts, start=1)}
 
     # ------------------------------------------------------------------ history
 

@@ -192,6 +192,23 @@ class Incident:
 
 
 @dataclass(frozen=True)
+class Resolution:
+    """What one `resolve` did: a freezing incident needs responders of `needed` organisations, so a
+    resolve may only add this responder's organisation (`organisations` of `needed` so far)."""
+
+    incident_id: int
+    resolved: bool
+    organisations: int
+    needed: int
+    receipt: TxReceipt
+
+    @property
+    def waiting_for(self) -> int:
+        """How many organisations more must resolve it (0 once resolved)."""
+        return 0 if self.resolved else self.needed - self.organisations
+
+
+@dataclass(frozen=True)
 class Bootstrap:
     """The consortium a new suite starts with. After deployment the deploying key holds no role.
 

@@ -129,8 +129,9 @@ class Devnet:
         return self.workdir / self.info["deployment"]
 
     def account(self, part: str, index: int = 0) -> dict:
-        entry = self.info["accounts"][part + "s" if part == "approver" else part]
-        return entry[index] if part == "approver" else entry
+        plural = part in ("approver", "steward")  # one per organisation
+        entry = self.info["accounts"][part + "s" if plural else part]
+        return entry[index] if plural else entry
 
     def key(self, part: str, index: int = 0) -> str:
         return self.account(part, index)["private_key"]
@@ -168,7 +169,18 @@ class Devnet:
         return digest
 
     def set_policy(self, service: str, env: str = ENV, threshold: int = 2, **policy) -> None:
-        self.ledger("admin").set_policy(service, env, threshold=threshold, **policy)
+        self.govern(self.ledger("steward", 0).change_policy(service, env, threshold=threshold, **policy))
+
+    def govern(self, change) -> None:
+        """A governance change as the consortium makes it: acme's steward proposes, globex's approves
+        (K = 2); a weakening change waits out the delay on the devnet's clock, then executes."""
+        proposal = self.ledger("steward", 0).propose(change)
+        proposal = self.ledger("steward", 1).approve_proposal(proposal.id)
+        if proposal.state == "scheduled":
+            rpc_call(self.rpc_url, "evm_increaseTime", [self.info["governance"]["delay"]])
+            rpc_call(self.rpc_url, "evm_mine")
+            proposal = self.ledger("outsider").execute_proposal(proposal.id)
+        assert proposal.executed, proposal
 
     def approve(self, digest: str, service: str, env: str = ENV, approvers=(0, 1)) -> None:
         for index in approvers:

@@ -40,7 +40,8 @@ def _rollout_done(args, state: dict, store) -> int:
 
     data = summary(state, store)
     reason = (data.get("reason") or "").removeprefix("aborted: ")  # the phase already says it
-    tail = f": {data['error']}" if data.get("error") else (f": {reason}" if reason else "")
+    why = data.get("error") or (data.get("paused_because") if data["phase"] == "paused" else None) or reason
+    tail = f": {why}" if why else ""
     incident = f"; incident {data['incident_id']} opened" if data.get("incident_id") else ""
     emit(args, data, f"rollout {data['deployment_id']} {data['phase']} at {data['percent']}%{tail}{incident}")
     return exit_code(state)

@@ -1,5 +1,7 @@
 """`shipledger deploy start|promote|complete|fail|rollback`: the steps of a rollout, recorded by hand
-(the rollout controller in delivery.py records the same steps itself)."""
+(the rollout controller in delivery.py records the same steps itself). The ledger re-checks the gate
+and the canary at promote and complete: a refusal exits 3 with the reason (StepDenied, CanaryBlocks);
+a rollback never makes a revoked artifact live again (RestoresRevokedArtifact)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ def cmd_deploy(args) -> int:
     if args.deploy_command == "start":
         digest = artifact_digest(args)
         ledger = open_ledger(args)
-        deployment_id = ledger.start_deployment(digest, args.service, args.env, args.percent)
-        emit(args, {"deployment_id": deployment_id, "digest": digest, "percent": args.percent},
+        deployment_id, receipt = ledger.start_deployment_tx(digest, args.service, args.env, args.percent)
+        emit(args, {"deployment_id": deployment_id, "digest": digest, "percent": args.percent, **tx_data(receipt)},
              f"deployment {deployment_id} started: {args.service} {digest} to {args.env} at {args.percent}%")
         if not args.json:
             print(deployment_id)
@@ -25,8 +27,8 @@ def cmd_deploy(args) -> int:
     elif args.deploy_command == "fail":
         receipt, text = ledger.fail(args.id, args.reason), f"deployment {args.id} failed: {args.reason}"
     else:
-        restored = ledger.rollback(args.id, args.reason)
-        emit(args, {"deployment_id": args.id, "restored": restored},
+        restored, receipt = ledger.rollback_tx(args.id, args.reason)
+        emit(args, {"deployment_id": args.id, "restored": restored, **tx_data(receipt)},
              f"deployment {args.id} rolled back; live is now {restored or 'nothing'}")
         return EXIT_OK
     emit(args, {"deployment_id": args.id, **tx_data(receipt)}, text)

@@ -1,4 +1,4 @@
-"""`shipledger incident open|ack|mitigate|resolve|suspects`: incidents, and the ranking of the
+"""`shipledger incident open|ack|mitigate|resolve|postmortem|suspects`: incidents, and the ranking of the
 deployments that may have caused one (shipledger/delivery/suspects.py)."""
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from shipledger.errors import UsageError
 
 
 def cmd_incident(args) -> int:
+    # files first: a missing postmortem or details file is a usage error before anything is sent
+    document_option = {"open": "details", "resolve": "postmortem", "postmortem": "file"}.get(args.incident_command)
+    document = file_digest(getattr(args, document_option)) if document_option else ""
     ledger = open_ledger(args)
     if args.incident_command == "open":
         warn_case_twins(ledger, services=[args.service], environments=[args.env])
@@ -23,10 +26,11 @@ def cmd_incident(args) -> int:
             suspects += [s.deployment_id for s in chosen if s.deployment_id not in suspects]
         elif args.deps:
             raise UsageError("--deps goes with --auto-suspect")
-        incident_id = ledger.open_incident(args.service, args.env, args.severity, args.title, suspects,
-                                           file_digest(args.details), args.details_uri or "")
+        incident_id, receipt = ledger.open_incident_tx(args.service, args.env, args.severity, args.title, suspects,
+                                                       document, args.details_uri or "")
         extra = {"suspects": suspects, "auto_suspects": [asdict(s) for s in chosen]} if args.auto_suspect else {}
-        emit(args, {"incident_id": incident_id, **extra}, f"incident {incident_id} opened (severity {args.severity}): {args.title}")
+        emit(args, {"incident_id": incident_id, **extra, **tx_data(receipt)},
+             f"incident {incident_id} opened (severity {args.severity}): {args.title}")
         if not args.json:
             print(incident_id)
         return EXIT_OK
@@ -34,12 +38,24 @@ def cmd_incident(args) -> int:
         receipt, text = ledger.acknowledge(args.id), f"incident {args.id} acknowledged"
     elif args.incident_command == "mitigate":
         receipt, text = ledger.mitigate(args.id, args.rollback or 0), f"incident {args.id} mitigated"
+    elif args.incident_command == "postmortem":
+        receipt = ledger.attach_postmortem(args.id, document, args.uri or "")
+        emit(args, {"incident_id": args.id, "digest": document, "uri": args.uri or "", **tx_data(receipt)},
+             f"postmortem {document} attached to incident {args.id}" + (f" ({args.uri})" if args.uri else ""))
+        return EXIT_OK
     else:
-        receipt = ledger.resolve(args.id, file_digest(args.postmortem), args.postmortem_uri or "")  # a local path means nothing to other parties
-        text = f"incident {args.id} resolved"
+        # only the URI goes on chain with the digest: a local path means nothing to other parties
+        done = ledger.resolve(args.id, document, args.postmortem_uri or "")
+        if done.resolved:
+            text = f"incident {args.id} resolved"
+        else:
+            text = (f"incident {args.id}: {done.organisations} of {done.needed} organisations; waiting for a responder of "
+                    f"another organisation (it still freezes deployments)")
+        emit(args, {"incident_id": args.id, "resolved": done.resolved, "organisations": done.organisations,
+                    "needed": done.needed, **tx_data(done.receipt)}, text)
+        return EXIT_OK
     emit(args, {"incident_id": args.id, **tx_data(receipt)}, text)
     return EXIT_OK
-
 
 
 def _auto_suspects(args, ledger) -> list:
@@ -124,14 +140,21 @@ def add_commands(parsers) -> None:
     p.add_argument("--details", metavar="FILE", help="details document to hash")
     p.add_argument("--details-uri")
     suspect_args(p, auto=True)
+    helps = {"ack": "acknowledge an open incident", "mitigate": "mark an incident mitigated (from open or acknowledged)",
+             "resolve": "resolve an incident from open, acknowledged or mitigated; a freezing one needs responders of "
+                        "the policy's resolve quorum of organisations"}
     for name in ("ack", "mitigate", "resolve"):
-        p = command(name, cmd_incident, f"{name} an incident", incident)
+        p = command(name, cmd_incident, helps[name], incident)
         p.add_argument("id", type=positive_int)
         if name == "mitigate":
-            p.add_argument("--rollback", type=positive_int, help="the rolled-back deployment that mitigated it")
+            p.add_argument("--rollback", type=positive_int, help="the rolled-back deployment (of the same service and environment) that mitigated it")
         if name == "resolve":
             p.add_argument("--postmortem", metavar="FILE", help="postmortem document to hash")
             p.add_argument("--postmortem-uri")
+    p = command("postmortem", cmd_incident, "attach (or replace) an incident's postmortem: its sha256 and URI", incident)
+    p.add_argument("id", type=positive_int)
+    p.add_argument("file", metavar="FILE", help="the postmortem document; its sha256 is recorded")
+    p.add_argument("--uri", help="where the document lives for the other organisations")
 
     p = command("suspects", cmd_incident_suspects, "rank the deployments that may have caused an incident, with reasons", incident)
     p.add_argument("id", type=positive_int)

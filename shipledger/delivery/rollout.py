@@ -16,8 +16,16 @@ flock on `<id>.lock`); `rollout abort` asks a running one to stop through `<id>.
 
 Phases: promoting (promote on chain, traffic command) -> waiting (until wait_until) -> judging
 (samples, judge, report, verdict on chain) -> promoting the next step | completing | paused
-(pause_reason marginal or error) | rolling-back (traffic 0, rollback, incident) -> completed,
+(pause_reason marginal, error or denied) | rolling-back (traffic 0, rollback, incident) -> completed,
 rolled-back, aborted or failed.
+
+The ledger re-checks the gate and the canary at every promote and complete (suite v2), and the
+controller follows its answer: a Fail verdict on chain blocks the rollout for good, so it rolls back;
+a Marginal one needs a later Pass, so `rollout resume` judges the step again; a revoked artifact rolls
+back; any other refusal (a veto, a freezing incident, expired approvals) pauses with the gate's
+sentence (pause_reason denied), the traffic where it was, for a person to resume or abort. When the
+live deployment's artifact is revoked the ledger refuses the rollback, and the rollout is marked
+failed instead (final phase failed).
 
 Fail closed: an error fetching samples, judging or calling the traffic command pauses the rollout
 (exit 1) and never promotes. The ledger moves first on the way up (start and promote, then traffic)
@@ -41,9 +49,9 @@ from pathlib import Path
 
 from web3 import Web3
 
-from shipledger.errors import ContractRevert, ShipledgerError, UsageError
+from shipledger.errors import ContractRevert, ShipledgerError, UsageError, error_class
 from shipledger.delivery.metrics import MetricsError, Source, command_words, json_samples
-from shipledger.models import Verdict
+from shipledger.models import GateReason, Verdict
 
 STATE_FORMAT = 1
 REPORT_KIND = "shipledger-canary-report"
@@ -199,7 +207,8 @@ def new_state(*, deployment_id: int, digest: str, artifact: str | None, service:
         "pending_report": None,
         "reports": [],
         "reason": None,
-        "pause_reason": None,  # marginal | error
+        "pause_reason": None,  # marginal | error | denied (the ledger refused a step: a veto, a freeze...)
+        "paused_because": None,  # the sentence of the last pause
         "paused_in": None,  # the phase an error paused, retried on resume
         "error": None,
         "incident_wanted": False,  # a fail verdict, not a person, rolled it back
@@ -280,9 +289,9 @@ class Controller:
             elif phase == "judging":
                 self._judge()
             elif phase == "completing":
-                self.ledger.complete(self.id)
-                self._save(phase="completed", error=None)
-                self.log(f"deployment {self.id} completed: {self.state['service']} is live at 100% in {self.state['env']}")
+                if self._step("complete", lambda: self.ledger.complete(self.id)):
+                    self._save(phase="completed", error=None)
+                    self.log(f"deployment {self.id} completed: {self.state['service']} is live at 100% in {self.state['env']}")
             else:
                 raise RolloutError(f"rollout {self.id} is in an unknown phase {phase!r}")
         return self.state
@@ -298,7 +307,8 @@ class Controller:
     def _promote(self, chain_percent: int) -> None:
         percent = self.percent
         if chain_percent < percent:  # after a restart the promotion may already be on chain
-            self.ledger.promote(self.id, percent)
+            if not self._step(f"promote to {percent}%", lambda: self.ledger.promote(self.id, percent)):
+                return
             self.log(f"deployment {self.id} promoted to {percent}%")
         try:
             self._traffic(percent)
@@ -308,6 +318,32 @@ class Controller:
         self._save(phase="waiting", wait_until=round(time.time() + self.state["interval"], 3), error=None)
         self.log(f"step {self.state['step_index'] + 1}/{len(self.state['steps'])}: {percent}% of traffic on the "
                  f"canary; judging in {self.state['interval']}s")
+
+    def _step(self, what: str, send) -> bool:
+        """Send promote or complete; the ledger re-checks the gate and the canary first. False (and the
+        state says what next) when it refuses: a canary that failed, or a revoked artifact, rolls
+        back; a marginal verdict on chain is judged again (the ledger wants a later pass); any other
+        gate reason (a veto, a freeze, expired approvals) pauses for a person, the traffic unchanged."""
+        try:
+            send()
+            return True
+        except ContractRevert as exc:
+            name = exc.error_name
+            if name not in ("StepDenied", "CanaryBlocks"):
+                raise
+            why = f"the ledger refuses to {what}: {exc}"
+            verdict, reason = exc.arguments.get("verdict"), exc.arguments.get("reason")
+        if name == "CanaryBlocks" and int(verdict) == int(Verdict.MARGINAL):
+            self.log(f"rollout {self.id}: {why}; judging the step again")
+            self._save(phase="judging", pending_report=None)
+        elif name == "CanaryBlocks" or int(reason) == int(GateReason.ARTIFACT_REVOKED):
+            self.log(f"rollout {self.id}: {why}; rolling back")
+            self._save(phase="rolling-back", final_phase="rolled-back", reason=why,
+                       incident_wanted=name == "CanaryBlocks")  # a revoke is its own emergency, already on record
+        else:
+            self._pause("denied", f"{why}. `shipledger rollout resume {self.id}` tries again once the gate allows it; "
+                                  f"`shipledger rollout abort {self.id} --reason ...` rolls back")
+        return False
 
     def _wait(self) -> None:
         while (left := self.state["wait_until"] - time.time()) > 0:
@@ -347,8 +383,10 @@ class Controller:
             self._save(reports=reports, pending_report=None, phase="completing")
         elif verdict == "marginal":
             self._save(reports=reports, pending_report=None)
-            self._pause("marginal", f"marginal verdict (score {pending['score']:.1f}) at {pending['percent']}%: "
-                        f"`shipledger rollout resume {self.id}` continues, `rollout abort {self.id} --reason ...` rolls back")
+            self._pause("marginal", f"marginal verdict (score {pending['score']:.1f}) at {pending['percent']}%: the ledger "
+                        f"needs a later pass. `shipledger rollout resume {self.id}` judges the step again (or goes on if a "
+                        f"person recorded a pass with `canary record {self.id} --verdict pass`); "
+                        f"`rollout abort {self.id} --reason ...` rolls back")
         else:
             self._save(reports=reports, pending_report=None, phase="rolling-back", incident_wanted=True,
                        final_phase="rolled-back",
@@ -356,7 +394,7 @@ class Controller:
             self._roll_back_rest()
 
     def _pause(self, why: str, text: str) -> None:
-        self._save(phase="paused", paused_in=self.state["phase"], pause_reason=why,
+        self._save(phase="paused", paused_in=self.state["phase"], pause_reason=why, paused_because=text,
                    error=text if why == "error" else None)
         self.log(f"rollout {self.id} paused: {text}")
 
@@ -374,9 +412,21 @@ class Controller:
                 errors.append(str(exc))
         deployment = self.ledger.deployment(self.id)
         if deployment.status == "in_progress":
-            restored = self.ledger.rollback(self.id, state["reason"] or "rolled back by the rollout controller")
-            self._save(restored=restored)
-            self.log(f"deployment {self.id} rolled back; live is now {restored or 'nothing'}")
+            reason = state["reason"] or "rolled back by the rollout controller"
+            try:
+                restored = self.ledger.rollback(self.id, reason)
+                self._save(restored=restored)
+                self.log(f"deployment {self.id} rolled back; live is now {restored or 'nothing'}")
+            except ContractRevert as exc:
+                if exc.error_name != "RestoresRevokedArtifact":
+                    raise
+                # The live deployment's artifact is revoked: the ledger never makes it live again by a
+                # rollback. Failing the rollout ends it the same way, the live deployment unchanged.
+                self.ledger.fail(self.id, reason)
+                note = (f"the rollback was refused ({exc}), so deployment {self.id} was marked failed instead; "
+                        "the revoked artifact the traffic fell back to still needs replacing")
+                self._save(final_phase="failed", notes=[*state["notes"], note])
+                self.log(f"deployment {self.id} failed: {note}")
         if state.get("incident_wanted") and state["incident_id"] is None:
             try:
                 self._open_incident()
@@ -510,6 +560,11 @@ def start(ledger, store: Store, *, digest: str, artifact: str | None, service: s
         log(f"deployment {deployment_id} of {service} {digest} to {env} at {steps[0]}% was started by this account "
             "with no rollout state saved (a controller killed right after starting it): taking it over")
     else:
+        active = ledger.target_state(service, env).active
+        if active:  # the gate's answer too (rollout_in_progress); said here with the id, nothing sent
+            raise error_class("GateDenied")({"reason": 11, "detailA": active, "detailB": 0},
+                                             f"the gate denies the deployment: deployment {active} is still rolling out "
+                                             f"in this environment (another account's, or one with its own rollout state)")
         deployment_id = ledger.start_deployment(digest, service, env, steps[0])
         log(f"deployment {deployment_id} started: {service} {digest} to {env} at {steps[0]}%")
     state = new_state(deployment_id=deployment_id, digest=digest, artifact=artifact, service=service, env=env,
@@ -550,19 +605,22 @@ def resume(ledger, store: Store, deployment_id: int, log: Callable[[str], None],
         if phase in TERMINAL:
             raise UsageError(f"rollout {deployment_id} is {phase}: nothing to resume")
         controller = Controller(ledger, store, state, log)
-        if phase == "paused" and state["pause_reason"] == "marginal" and not rejudge:
+        accepted = phase == "paused" and state["pause_reason"] == "marginal" and not rejudge and \
+            ledger.deployment(deployment_id).canary == "pass"
+        if accepted:  # a person recorded a pass after the marginal verdict (`canary record`): go on
             last = state["step_index"] + 1 == len(state["steps"])
-            log(f"rollout {deployment_id}: resumed after a marginal verdict; "
+            log(f"rollout {deployment_id}: resumed after a marginal verdict that a later pass on the ledger overrides; "
                 + ("completing" if last else f"promoting to {state['steps'][state['step_index'] + 1]}%"))
-            controller._save(phase="completing" if last else "promoting", pause_reason=None,
+            controller._save(phase="completing" if last else "promoting", pause_reason=None, paused_because=None,
                              step_index=state["step_index"] + (0 if last else 1),
-                             notes=[*state["notes"], (f"marginal verdict at {controller.percent}% accepted by a person "
-                                                      f"at {now_iso()}")])
+                             notes=[*state["notes"], (f"marginal verdict at {controller.percent}% followed by a pass "
+                                                      f"recorded on the ledger; resumed at {now_iso()}")])
         elif phase == "paused":
-            # a traffic command that failed is run again before anything is judged
-            retry = "promoting" if state.get("paused_in") == "promoting" else "judging"
+            # A traffic command or a step the ledger refused is tried again; otherwise (an error
+            # judging, a marginal verdict: the ledger needs a later pass) the step is judged again.
+            retry = state.get("paused_in") if state.get("paused_in") in ("promoting", "completing") else "judging"
             log(f"rollout {deployment_id}: resuming at {controller.percent}% ({retry})")
-            controller._save(phase=retry, pause_reason=None, error=None)
+            controller._save(phase=retry, pause_reason=None, paused_because=None, error=None)
         else:
             log(f"rollout {deployment_id}: resuming a stopped controller in phase {phase} at {controller.percent}%")
         return controller.drive()

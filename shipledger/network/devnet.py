@@ -216,15 +216,16 @@ DEV_ORGANISATIONS_NEEDED = 2  # K: two of the three organisations
 DEV_GOVERNANCE_DELAY = 60  # seconds a weakening change waits on the devnet (production default: 48 h)
 
 
-def dev_bootstrap(addresses: list[str], delay: int = DEV_GOVERNANCE_DELAY, policies=()) -> Bootstrap:
+def dev_bootstrap(addresses: list[str], delay: int = DEV_GOVERNANCE_DELAY, policies=(), roles=()) -> Bootstrap:
     """The demo consortium of DEV_ROLES, for dev account addresses (index as in DEV_ROLES). `devnet up`,
-    the tests and `make gas` all start from it."""
+    the tests and `make gas` all start from it. policies: (service, env, policy kwargs) to start with;
+    roles: extra (role, scope, address) grants to members (both set at deployment, not by governance)."""
     stewards = {org: addresses[i] for i, (part, org, _) in DEV_ROLES.items() if part == "steward"}
     return Bootstrap(
         organisations=tuple((org, stewards[org]) for org in DEV_ORGANISATIONS),
         members=tuple((addresses[i], org, part == "approver") for i, (part, org, _) in DEV_ROLES.items()
                       if org and part != "steward"),
-        roles=tuple((role, "", addresses[i]) for i, (_, _, roles) in DEV_ROLES.items() for role in roles),
+        roles=tuple((role, "", addresses[i]) for i, (_, _, held) in DEV_ROLES.items() for role in held) + tuple(roles),
         policies=tuple(policies),
         organisations_needed=DEV_ORGANISATIONS_NEEDED,
         delay=delay,
@@ -276,10 +277,12 @@ def devnet_port(state: dict) -> int:
 
 
 def devnet_up(
-    port: int = 8545, book_path: Path = DEFAULT_BOOK, state_dir: Path = STATE_DIR, governance_delay: int = DEV_GOVERNANCE_DELAY
+    port: int = 8545, book_path: Path = DEFAULT_BOOK, state_dir: Path = STATE_DIR, governance_delay: int = DEV_GOVERNANCE_DELAY,
+    policies=(), roles=(),
 ) -> dict:
-    """Start anvil in the background, deploy the suite, create a demo consortium. The devnet this
-    state_dir already runs is reused when it is on the port asked (state["reused"] says so), else refused."""
+    """Start anvil in the background, deploy the suite, create a demo consortium (with the bootstrap
+    `policies` and extra `roles` of dev_bootstrap, if given). The devnet this state_dir already runs is
+    reused when it is on the port asked (state["reused"] says so; its bootstrap is what it was), else refused."""
     state = running_devnet(state_dir)
     if state is not None:
         running = devnet_port(state)
@@ -299,7 +302,7 @@ def devnet_up(
     try:
         keys = dev_private_keys(len(DEV_ROLES))
         accounts = [Account.from_key(k) for k in keys]
-        bootstrap = dev_bootstrap([a.address for a in accounts], governance_delay)
+        bootstrap = dev_bootstrap([a.address for a in accounts], governance_delay, policies, roles)
         admin = Ledger.deploy_suite(node.url, accounts[0], bootstrap, out=book_path)
         summary: dict = {"approvers": [], "stewards": []}
         for index, (part, org, roles) in DEV_ROLES.items():

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from shipledger.network.devnet import free_port, rpc_call
-from support import CLI, ENV, clean_env, fails, ok, run, unique
+from support import CLI, ENV, clean_env, digest_for, fails, ok, run, unique
 
 INTERVAL = "2s"
 
@@ -316,7 +316,7 @@ def test_rollout_run_healthy_canary_reaches_100_and_completes(dn, tmp_path, prom
         assert 0.09 < min(report["canary"]["latency"]) and max(report["canary"]["latency"]) < 0.11
     assert [e.fields["toPercent"] for e in ro.events(deployment_id, "promoted")] == [100]
     assert len(ro.events(deployment_id, "completed")) == 1
-    assert not dn.ledger().open_incidents(ro.service, ENV)
+    assert dn.ledger().open_incident_counts(ro.service, ENV) == {1: 0, 2: 0, 3: 0, 4: 0}
 
 
 def test_rollout_run_sick_canary_rolls_back_opens_incident_and_verifies(dn, tmp_path, prometheus):
@@ -325,11 +325,12 @@ def test_rollout_run_sick_canary_rolls_back_opens_incident_and_verifies(dn, tmp_
     live = dn.deployed(ro.service, "1.0.0")
     config = prometheus_config(tmp_path / "analysis.json", prom.url, "sick")
     deployer = dn.address("deployer")
-    dn.ledger("admin").grant_role("RESPONDER", deployer)  # to open the incident; revoked for the other tests
+    steward = dn.ledger("steward", 0)
+    dn.govern(steward.change_role(True, "RESPONDER", deployer))  # to open the incident; revoked for the other tests
     try:
         result = ro.run(config, version="2.0.0")
     finally:
-        dn.ledger("admin").revoke_role("RESPONDER", deployer)
+        dn.govern(steward.change_role(False, "RESPONDER", deployer))
 
     assert result.code == 3, result.err
     state = result.json()
@@ -348,7 +349,8 @@ def test_rollout_run_sick_canary_rolls_back_opens_incident_and_verifies(dn, tmp_
     assert opened.fields["id"] == state["incident_id"]
     assert opened.fields["suspects"] == [deployment_id]
     assert opened.fields["detailsDigest"] == "0x" + sha256_of(report_path).removeprefix("sha256:")
-    assert dn.ledger().open_incidents(ro.service, ENV) == [state["incident_id"]]
+    assert dn.ledger().open_incident_counts(ro.service, ENV) == {1: 0, 2: 1, 3: 0, 4: 0}  # --incident-severity 2
+    assert dn.ledger().incident(state["incident_id"]).status == "open"
     report = json.loads(report_path.read_text())
     assert min(report["canary"]["latency"]) > 0.25 and max(report["baseline"]["latency"]) < 0.11
 
@@ -398,7 +400,9 @@ def test_prometheus_source_fetches_query_range_and_reports_promql_errors(prometh
 # ============================================================================ the command source: verdicts chosen by the test
 
 
-def test_rollout_marginal_pauses_then_resume_goes_on_to_complete(ro):
+def test_rollout_marginal_pauses_then_resume_judges_again_and_completes(ro):
+    """The ledger refuses to promote after a marginal verdict until a later pass, so `rollout resume`
+    judges the step again (a fresh window) rather than going on."""
     config = ro.command_config()
     slow = {**healthy(), "latency": noisy(30.0, seed=9)}
     ro.samples.set(healthy(), slow)  # one metric of five is High: 80 points, marginal
@@ -426,7 +430,9 @@ def test_rollout_marginal_pauses_then_resume_goes_on_to_complete(ro):
     assert resumed["phase"] == "completed"
     assert traffic_seen(ro.traffic_log) == [50, 100]
     assert [e.fields["toPercent"] for e in ro.events(deployment_id, "promoted")] == [100]
-    assert [(e.fields["percent"], e.fields["verdict"]) for e in ro.events(deployment_id, "canary-verdict")] == [(50, 2), (100, 1)]
+    assert [(e.fields["percent"], e.fields["verdict"]) for e in ro.events(deployment_id, "canary-verdict")] == [
+        (50, 2), (50, 1), (100, 1)]
+    assert [(r["percent"], r["verdict"]) for r in resumed["reports"]] == [(50, "marginal"), (50, "pass"), (100, "pass")]
     assert ro.dn.ledger().deployment(deployment_id).status == "completed"
     # every report recomputes to what was recorded; --offline checks the report alone
     checked = ok(ro.dn.run("canary", "verify", resumed["reports"][0]["path"], "--json"))
@@ -564,7 +570,7 @@ def test_rollout_run_does_not_take_over_another_accounts_rollout(ro):
     ro.samples.set(healthy(), healthy())
     args = ro.run_args(ro.command_config(), interval="1s")
     digest = args[args.index("--digest") + 1]
-    ro.dn.as_("admin", "role", "grant", "DEPLOYER", ro.dn.address("responder"))
+    ro.dn.govern(ro.dn.ledger("steward", 0).change_role(True, "DEPLOYER", ro.dn.address("responder")))
     other = ro.dn.ledger("responder").start_deployment(digest, ro.service, ENV, 50)
 
     result = ro.cli(*args)
@@ -793,3 +799,100 @@ def test_rollout_pauses_when_the_traffic_command_fails_and_resume_runs_it_again(
     broken.unlink()
     resumed = ok(ro.cli("rollout", "resume", state["deployment_id"], "--json"))
     assert resumed["phase"] == "completed" and traffic_seen(ro.traffic_log) == [100]
+
+
+# ============================================================================ the ledger re-checks every step (suite v2)
+
+
+def test_rollout_paused_by_a_veto_goes_on_once_it_is_withdrawn(ro):
+    ro.samples.set(healthy(), healthy())
+    controller = start_controller(ro, ro.command_config(), interval="5s")
+    try:
+        state = wait_for_phase(ro, "waiting")
+        digest = state["digest"]
+        ro.dn.ledger("approver", 2).reject(digest, ro.service, ENV, "wrong migration order")
+        out, err = controller.communicate(timeout=60)
+    finally:
+        controller.kill()
+    deployment_id = state["deployment_id"]
+    vetoer = ro.dn.address("approver", 2).lower()
+
+    assert controller.returncode == 3, err
+    paused = json.loads(out)
+    assert (paused["phase"], paused["pause_reason"], paused["percent"], paused["error"]) == ("paused", "denied", 100, None)
+    assert f"the ledger refuses to promote to 100%: deployment {deployment_id} cannot go on: approver {vetoer} rejected it" \
+        in paused["paused_because"]
+    assert "rollout resume" in err and "Traceback" not in err
+    assert ro.dn.ledger().deployment(deployment_id).percent == 50  # the step was not taken...
+    assert traffic_seen(ro.traffic_log) == [50]  # ...and the traffic stayed where the ledger allows it
+    assert [e.fields["verdict"] for e in ro.events(deployment_id, "canary-verdict")] == [1]
+
+    still = ro.cli("rollout", "resume", deployment_id, "--json")  # the veto stands: refused again, no crash
+    assert still.code == 3 and still.json()["pause_reason"] == "denied"
+    ro.dn.ledger("approver", 2).withdraw(digest, ro.service, ENV)
+    done = ok(ro.cli("rollout", "resume", deployment_id, "--json"))
+    assert done["phase"] == "completed" and traffic_seen(ro.traffic_log) == [50, 100]
+    assert [e.fields["toPercent"] for e in ro.events(deployment_id, "promoted")] == [100]
+
+
+def test_rollout_rolls_back_when_its_artifact_is_revoked_mid_rollout(ro):
+    live = ro.dn.deployed(ro.service, "0.9.0")
+    ro.samples.set(healthy(), healthy())
+    controller = start_controller(ro, ro.command_config(), interval="5s")
+    try:
+        state = wait_for_phase(ro, "waiting")
+        ro.dn.ledger("registrar").revoke(state["digest"], ro.service, "signing key leaked")
+        out, err = controller.communicate(timeout=60)
+    finally:
+        controller.kill()
+    deployment_id = state["deployment_id"]
+
+    assert controller.returncode == 3, err
+    done = json.loads(out)
+    assert (done["phase"], done["restored"], done["error"]) == ("rolled-back", live, None)
+    assert "artifact has been revoked" in done["reason"] and done["incident_id"] is None  # the revoke is on record
+    assert traffic_seen(ro.traffic_log) == [50, 0]
+    assert ro.dn.ledger().deployment(deployment_id).status == "rolled_back"
+    assert not ro.events(deployment_id, "promoted") and not ro.history("incident-opened")
+
+
+def test_rollout_whose_live_artifact_is_revoked_fails_instead_of_rolling_back(ro):
+    live = ro.dn.deployed(ro.service, "1.0.0")
+    ro.dn.ledger("registrar").revoke(digest_for(f"{ro.service}@1.0.0"), ro.service, "backdoored")
+    ro.samples.set(healthy(), {name: noisy(30.0, seed=9) for name in FIVE})
+
+    result = ro.run(ro.command_config(), steps="100", interval="1s", version="1.0.1")
+
+    assert result.code == 3, result.err
+    state = result.json()
+    deployment_id = state["deployment_id"]
+    assert state["phase"] == "failed" and state["error"] is None and state["restored"] is None
+    assert any(f"would make deployment {live} live again" in note and "marked failed instead" in note
+               for note in state["notes"]), state["notes"]
+    assert ro.dn.ledger().deployment(deployment_id).status == "failed"
+    assert ro.dn.ledger().target_state(ro.service, ENV).live == live
+    assert traffic_seen(ro.traffic_log) == [100, 0]
+    (failed,) = ro.events(deployment_id, "failed")
+    assert "canary verdict fail" in failed.fields["reason"]
+
+
+def test_rollout_after_a_fail_recorded_by_another_judge_rolls_back(ro):
+    ro.samples.set(healthy(), healthy())
+    controller = start_controller(ro, ro.command_config(), interval="5s")
+    try:
+        state = wait_for_phase(ro, "waiting")
+        # another judge (a person, another tool) records a fail while the controller waits
+        ro.dn.ledger("deployer").record_analysis(state["deployment_id"], 10, "fail", judge="on-call")
+        out, err = controller.communicate(timeout=60)
+    finally:
+        controller.kill()
+    deployment_id = state["deployment_id"]
+
+    assert controller.returncode == 3, err
+    done = json.loads(out)
+    assert done["phase"] == "rolled-back" and done["error"] is None
+    assert "its canary verdict is fail, which blocks it for good" in done["reason"]
+    # the controller's own pass does not undo the recorded fail; nothing was promoted
+    assert [e.fields["verdict"] for e in ro.events(deployment_id, "canary-verdict")] == [3, 1]
+    assert not ro.events(deployment_id, "promoted") and traffic_seen(ro.traffic_log) == [50, 0]
+    assert done["incident_id"] == 0  # the deployer lacks RESPONDER here: the note says so
