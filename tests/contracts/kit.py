@@ -221,6 +221,11 @@ def send_many(suite, contract, calls, sender, gas=400_000):
 # ---------------------------------------------------------------------------------------- governance
 
 
+def calldata(fn) -> bytes:
+    """The call data of a contract function call."""
+    return bytes.fromhex(fn._encode_transaction_data().removeprefix("0x"))
+
+
 def propose(suite, fn, steward=None) -> tuple[int, object]:
     """Proposes the call fn (a registry or governance function) as a steward; (id, receipt)."""
     receipt = suite.transact(suite.governance.functions.propose(fn.address, fn._encode_transaction_data()),
