@@ -189,8 +189,9 @@ contract Governance is IGovernance, TimelockController {
         // ttl 0 means approvals never expire: the longest ttl of all.
         if (old.ttl != 0 && (next.ttl == 0 || next.ttl > old.ttl)) return true;
         if (next.minWait < old.minWait) return true;
-        // freezeSeverity 0 means incidents never freeze: fewer incidents freeze than at any 1..4.
-        if (_freezeRank(next.freezeSeverity) > _freezeRank(old.freezeSeverity)) return true;
+        // freezeSeverity s freezes incidents of severity 1..s and 0 freezes none, so a lower number
+        // (0 lowest) freezes fewer: that weakens.
+        if (next.freezeSeverity < old.freezeSeverity) return true;
         if (next.resolveQuorum < old.resolveQuorum) return true;
         bytes32 nextPrior =
             bytes(next.priorEnvironment).length == 0 ? bytes32(0) : keccak256(bytes(next.priorEnvironment));
@@ -199,11 +200,6 @@ contract Governance is IGovernance, TimelockController {
             if (!_listed(old.requiredAttestations[i], next.requiredAttestations)) return true;
         }
         return false;
-    }
-
-    /// @dev Higher rank freezes fewer incidents: 1 (only severity 1) .. 4, then 0 (none) as 5.
-    function _freezeRank(uint8 severity) private pure returns (uint8) {
-        return severity == 0 ? 5 : severity;
     }
 
     function _listed(bytes32 typeKey, string[] memory names) private pure returns (bool) {

@@ -387,3 +387,21 @@ def snapshot(w3) -> str:
 
 def revert_to(w3, snap: str) -> None:
     assert w3.provider.make_request("evm_revert", [snap])["result"] is True
+
+
+def as_governance(suite, fn):
+    """Sends fn from the Governance contract's address (anvil impersonation): for the registry's own
+    rules on calls only governance may make, without a proposal each time. Governance itself is
+    tested in test_governance.py; this only skips the vote."""
+    address = suite.governance.address
+    suite.w3.provider.make_request("anvil_impersonateAccount", [address])
+    suite.w3.provider.make_request("anvil_setBalance", [address, hex(10**20)])
+    try:
+        return suite.transact(fn, address)
+    finally:
+        suite.w3.provider.make_request("anvil_stopImpersonatingAccount", [address])
+
+
+def quick_policy(suite, service="api", environment="prod", **kwargs):
+    """set_policy without the vote (see as_governance)."""
+    return as_governance(suite, suite.registry.functions.setPolicy(service, environment, policy(**kwargs)))
