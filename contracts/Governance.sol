@@ -189,8 +189,8 @@ contract Governance is IGovernance, TimelockController {
         // ttl 0 means approvals never expire: the longest ttl of all.
         if (old.ttl != 0 && (next.ttl == 0 || next.ttl > old.ttl)) return true;
         if (next.minWait < old.minWait) return true;
-        // freezeSeverity s freezes open incidents of severity 1..s (1 most severe): a lower number
-        // freezes fewer incidents, and 0 none at all.
+        // freezeSeverity s freezes incidents of severity 1..s and 0 freezes none, so a lower number
+        // (0 lowest) freezes fewer: that weakens.
         if (next.freezeSeverity < old.freezeSeverity) return true;
         if (next.resolveQuorum < old.resolveQuorum) return true;
         bytes32 nextPrior =
