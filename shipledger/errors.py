@@ -48,6 +48,12 @@ class NoSigner(UsageError):
     """A command that sends a transaction was given no key."""
 
 
+class NothingRecorded(ShipledgerError):
+    """A transaction was mined but recorded nothing: the registry skipped every signed vote in it."""
+
+    exit_code = 3
+
+
 class ContractRevert(ShipledgerError):
     """A call or transaction reverted with one of the suite's custom errors."""
 

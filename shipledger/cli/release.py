@@ -13,10 +13,10 @@ from pathlib import Path
 
 from shipledger.cli import EXIT_DENIED, EXIT_OK, emit, tx_data
 from shipledger.cli.shared import (
-    SERVICE_HELP, artifact_args, artifact_digest, book_path, duration, file_digest, load_signer, open_ledger,
+    SERVICE_HELP, artifact_args, artifact_digest, book_path, counted, duration, file_digest, load_signer, open_ledger,
     output_path, rpc_url, target_args, warn_case_twins,
 )
-from shipledger.errors import AddressBookError, UsageError, gate_sentence, path_error
+from shipledger.errors import AddressBookError, NothingRecorded, UsageError, gate_sentence, path_error
 
 
 def asdict(value) -> dict:
@@ -341,17 +341,19 @@ def cmd_approvals_submit(args) -> int:
     for entry in skipped:
         entry["file"] = args.files[entry["index"]]
     recorded = len(approvals) - len(skipped)
-    text = f"submitted {len(approvals)} signed votes: {recorded} recorded"
-    for entry in skipped:
-        text += f"\n  skipped {entry['file']} (signer {entry['signer']}, nonce {entry['nonce']}): {SKIP_WHY.get(entry['reason'], entry['reason'])}"
+    why = "".join(f"; skipped {e['file']} (signer {e['signer']}, nonce {e['nonce']}): {e['reason']}, "
+                  f"{SKIP_WHY.get(e['reason'], e['reason'])}" for e in skipped)
+    if not recorded:
+        # Mined, yet nothing recorded: a denial (exit 3), with the transaction named in the sentence.
+        raise NothingRecorded(f"none of the {counted(len(approvals), 'signed vote')} was recorded (transaction "
+                              f"{receipt.tx_hash}, block {receipt.block_number}){why}")
+    text = f"submitted {len(approvals)} signed votes: {recorded} recorded" + why.replace("; ", "\n  ")
     emit(args, {"submitted": len(approvals), "recorded": recorded, "skipped": skipped, **tx_data(receipt)}, text)
-    # Nothing recorded is a denial (exit 3), as a denied gate is, though the transaction was mined
-    # and the document says what happened; some recorded is success, the skips listed.
-    return EXIT_OK if recorded else EXIT_DENIED
+    return EXIT_OK
 
 
 SKIP_WHY = {
-    "bad_signature": "the signature is not the signer's for this chain and registry",
+    "bad_signature": "the signature does not verify for the signer on this chain and registry",
     "not_approver": "the signer does not hold APPROVER now",
     "nonce_used": "its nonce was already used or invalidated",
     "expired": "its deadline has passed, or lies further after signing than the policy's ttl allows",
