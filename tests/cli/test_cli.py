@@ -217,7 +217,7 @@ def test_policy_set_parses_durations_and_show_reads_it_back(dn):
     proposed = ok(dn.as_("steward", "policy", "set", service, ENV, "--threshold", "2", "--min-orgs", "2", "--ttl", "7d",
                          "--wait", "1h", "--after", "staging", "--freeze-severity", "2", "--resolve-quorum", "2",
                          "--require-attestation", "sbom", "--require-attestation", "provenance", "--json"))
-    assert TX_KEYS <= set(proposed) and proposed["change"]["policy"][:6] == [2, 2, 7 * 86400, 3600, 2, 2]
+    assert TX_KEYS <= set(proposed) and proposed["change"]["input"][:6] == [2, 2, 7 * 86400, 3600, 2, 2]
     data = dn.passed(proposed["proposal_id"])
     assert data.executed
     expected = {
