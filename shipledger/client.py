@@ -23,7 +23,7 @@ from shipledger._internal.batch import RegistrationBatch
 from shipledger._internal.book import load_address_book
 from shipledger._internal.chain import TxSender, call, connect, raise_decoded
 from shipledger._internal.revert import canonical_type
-from shipledger._internal.gatecall import decode_gate_result, encode_gate_call, prior_environment_name as _prior_name
+from shipledger._internal.gatecall import decode_gate_result, encode_gate_call, policy_name_of_key
 from shipledger._internal.names import check_name, format_digest, parse_address, parse_digest
 from shipledger.errors import AddressBookError, ConnectionFailed, Denied, NoSigner, UsageError, revert_error
 from shipledger.models import (
@@ -313,6 +313,7 @@ class Ledger:
     # ------------------------------------------------------------------ connecting
 
     rpc_timeout: float | None = None  # seconds per request, if connect() was given one
+    last_receipt: TxReceipt | None = None  # of the last transaction this Ledger sent
 
     @classmethod
     def connect(
@@ -395,7 +396,9 @@ class Ledger:
     def _tx(self, fn) -> tuple[TxReceipt, object]:
         if self._sender is None:
             raise NoSigner("this needs a signer: set SHIPLEDGER_PRIVATE_KEY or pass --keystore")
-        return self._sender.transact(fn)
+        receipt, raw = self._sender.transact(fn)
+        self.last_receipt = receipt  # for calls that return something else (propose returns the Proposal)
+        return receipt, raw
 
     def _events(self, raw_receipt, contract, name: str) -> list[dict]:
         # DISCARD: the receipt's other events (a rollout step's own, historyHead's) are not this one
@@ -437,7 +440,7 @@ class Ledger:
             elif event.kind == "member-removed":
                 members.pop(f["account"], None)
         for member in members.values():
-            member["roles"] = [r for r in ROLES if self.has_role(r, member["address"])]
+            member["roles"] = [r for r in ROLES if self.has_role(r, member["address"])]  # held everywhere (scope "")
         return list(members.values())
 
     # ------------------------------------------------------------------ governance
@@ -748,8 +751,10 @@ class Ledger:
                     decision=Decision(decision).name.lower(), cast_at=cast_at)
 
     def votes(self, digest: str, service: str, environment: str) -> list[Vote]:
-        """Standing votes of every approver (slot holders) on one release."""
-        approvers = [e.fields["account"] for e in self._logs(["ApproverSlotAssigned"])]
+        """Standing votes of every approver that ever held a slot (once each: slots are freed and
+        reused, approvers re-admitted) on one release. A revoked or re-admitted approver's old votes
+        do not stand: voteOf answers none for them."""
+        approvers = list(dict.fromkeys(e.fields["account"] for e in self._logs(["ApproverSlotAssigned"])))
         return [v for v in (self.vote_of(digest, service, environment, a) for a in approvers) if v.decision != "none"]
 
     # ------------------------------------------------------------------ gate
@@ -761,23 +766,36 @@ class Ledger:
         except Exception as exc:  # noqa: BLE001
             raise_decoded(exc)
         result = decode_gate_result(bytes(answer))
-        if "environment_key" in result.details:
-            name = self.prior_environment_name(service, environment, result.details["environment_key"])
-            result = replace(result, details={**result.details, "environment": name})
-        return result
+        return replace(result, details=self._named_details(service, environment, result.details))
 
-    def prior_environment_name(self, service: str, environment: str, key: str) -> str:
-        """The name of the prior environment the policy of (service, environment) requires, from its
-        PolicySet events (the policy and the gate hold only its hash `key`); `key` when not found."""
+    def _named_details(self, service: str, environment: str, details: dict) -> dict:
+        """Gate details with the prior environment's or the attestation type's name for its hash."""
+        if "environment_key" in details:
+            return {**details, "environment": self.prior_environment_name(service, environment, details["environment_key"])}
+        if "attestation_key" in details:
+            return {**details, "attestation_type": self.attestation_type_name(service, environment, details["attestation_key"])}
+        return details
+
+    def _policy_name(self, service: str, environment: str, key: str, which: str) -> str:
         start = min(int(c.get("block", 0)) for c in self.book["contracts"].values())
 
         def get_logs(query: dict) -> list:
             return self.w3.eth.get_logs({**query, "fromBlock": start})
 
         try:
-            return _prior_name(get_logs, self.registry.address, start, service, environment, key)
+            return policy_name_of_key(get_logs, self.registry.address, start, service, environment, key, which)
         except Exception:  # noqa: BLE001 - a name for a message: without it the hash is still right
             return key
+
+    def prior_environment_name(self, service: str, environment: str, key: str) -> str:
+        """The name of the prior environment the policy of (service, environment) requires, from its
+        PolicySet events (the policy and the gate hold only its hash `key`); `key` when not found."""
+        return self._policy_name(service, environment, key, "prior")
+
+    def attestation_type_name(self, service: str, environment: str, key: str) -> str:
+        """The name of an attestation type the policy of (service, environment) requires (by hash
+        `key`), from its PolicySet events; `key` when not found."""
+        return self._policy_name(service, environment, key, "attestation")
 
     # ------------------------------------------------------------------ deployments
 
@@ -792,11 +810,12 @@ class Ledger:
             receipt, raw = self._tx(self.ledger.functions.start(*self._vote_args(digest, service, environment), percent))
         except Denied as exc:
             details = exc.arguments.get("details") or {}
-            if exc.error_name != "GateDenied" or "environment_key" not in details:
+            if exc.error_name != "GateDenied" or not {"environment_key", "attestation_key"} & set(details):
                 raise
-            name = self.prior_environment_name(service, environment, details["environment_key"])
+            named = self._named_details(service, environment, details)
             plain = {k: exc.arguments[k] for k in ("reason", "detailA", "detailB")}
-            raise revert_error("GateDenied", plain, prior_environment=name) from None
+            raise revert_error("GateDenied", plain, prior_environment=named.get("environment"),
+                               attestation_type=named.get("attestation_type")) from None
         return self._events(raw, self.ledger, "DeploymentStarted")[0]["id"], receipt
 
     def promote(self, deployment_id: int, percent: int) -> TxReceipt:
@@ -923,15 +942,29 @@ class Ledger:
                                                                check_name("environment", environment)))
         return {severity: int(n) for severity, n in enumerate(counts, start=1)}
 
+    def open_incidents(self, service: str, environment: str) -> list[int]:
+        """Ids of the incidents of (service, environment) not resolved, from the IncidentOpened and
+        IncidentResolved events (the ledger keeps only counts)."""
+        target = "0x" + target_key(check_name("service", service), check_name("environment", environment)).hex()
+        opened = []
+        for e in self._logs(["IncidentOpened", "IncidentResolved"]):
+            if e.kind == "incident-opened" and "0x" + target_key(e.fields["service"], e.fields["environment"]).hex() == target:
+                opened.append(e.fields["id"])
+            elif e.kind == "incident-resolved" and e.fields["id"] in opened:
+                opened.remove(e.fields["id"])
+        return opened
+
     # ------------------------------------------------------------------ history
 
     def _event_abis(self, names: Iterable[str] | None = None) -> dict[bytes, tuple[object, dict]]:
         table = {}
-        for contract in (self.registry, self.ledger):
+        # history() reads the registry and the ledger; events() may name a Governance event too
+        contracts = (self.registry, self.ledger) if names is None else (self.registry, self.ledger, self.governance)
+        for contract in contracts:
             for item in contract.abi:
                 if item["type"] == "event" and (names is None or item["name"] in names):
                     signature = f"{item['name']}({','.join(canonical_type(i) for i in item['inputs'])})"
-                    table[Web3.keccak(text=signature)] = (contract, item)
+                    table.setdefault(Web3.keccak(text=signature), (contract, item))  # the registry first (RoleGranted)
         return table
 
     def _logs(self, names: Iterable[str] | None = None) -> list[HistoryEvent]:
@@ -969,7 +1002,8 @@ class Ledger:
         after topic 0; None matches anything), each with its block_number. The range is read in
         chunks of LOG_RANGE blocks, since consortium nodes refuse larger ones (Besu: 5,000)."""
         ((topic0, (contract, abi_item)),) = self._event_abis([name]).items()
-        suite_name = "ReleaseRegistry" if contract is self.registry else "DeploymentLedger"
+        suite_name = {self.registry.address: "ReleaseRegistry", self.ledger.address: "DeploymentLedger",
+                      self.governance.address: "Governance"}[contract.address]
         start = int(self.book["contracts"][suite_name].get("block", 0))
         try:
             head = self.w3.eth.block_number

@@ -48,6 +48,12 @@ class NoSigner(UsageError):
     """A command that sends a transaction was given no key."""
 
 
+class NothingRecorded(ShipledgerError):
+    """A transaction was mined but recorded nothing: the registry skipped every signed vote in it."""
+
+    exit_code = 3
+
+
 class ContractRevert(ShipledgerError):
     """A call or transaction reverted with one of the suite's custom errors."""
 
@@ -79,7 +85,8 @@ class UnknownRevert(ShipledgerError):
 _INPUT_ERRORS = {
     "InvalidName", "InvalidDigest", "InvalidPercent", "InvalidScore", "InvalidSeverity", "InvalidPolicy",
     "EmptyTitle", "EmptyBatch", "InvalidDecision", "InvalidVerdict", "ZeroAddress",
-    "UnknownDeployment", "UnknownIncident",  # an unknown id is bad input (exit 2), like a malformed one
+    "InvalidBootstrap", "InvalidSettings", "InvalidRole",
+    "UnknownDeployment", "UnknownIncident", "UnknownProposal",  # an unknown id is bad input (exit 2), like a malformed one
 }
 
 GATE_SENTENCES = {  # in the order of the contracts' GateReason codes (models.GateReason; tests/test_layout.py checks)
@@ -93,7 +100,10 @@ GATE_SENTENCES = {  # in the order of the contracts' GateReason codes (models.Ga
     "approvals_expired": "approvals have expired: {have} still valid of {need} needed",
     "not_enough_organisations": "approvals come from too few organisations: {have} of {need}",
     "missing_prior_environment": "it has not completed a deployment to the required prior environment ({environment})",
-    "frozen_by_incident": "deployments are frozen by open incident {incident} (severity {severity})",
+    "frozen_by_incident": "deployments are frozen by {incidents} open incident(s) at or above the policy's freeze "
+                          "severity (the most severe is severity {severity})",
+    "rollout_in_progress": "deployment {deployment} is still rolling out in this environment",
+    "missing_attestation": "the policy requires a {attestation_type} attestation, and the artifact has none",
 }
 
 _SENTENCES = {
@@ -103,12 +113,31 @@ _SENTENCES = {
     "OrganisationUnknown": "organisation {org} does not exist",
     "TooManyOrganisations": "the consortium already has the maximum of 255 organisations",
     "AlreadyMember": "{account} is already a member of organisation {org}",
-    "NotMember": "{account} is not a member of any organisation (approvers must be)",
+    "NotMember": "{account} is not a member of any organisation (every role holder must be)",
+    "NotSteward": "{account} is not the steward of any organisation",
+    "StewardOfOtherOrganisation": "steward {steward} of organisation {stewardOrg} cannot manage a member of organisation {memberOrg}",
+    "AlreadySteward": "{account} is already the steward of organisation {org}",
+    "NotGovernance": "only governance may do this ({caller} is not it): propose it with `shipledger governance propose`",
+    "InvalidRole": "{role} cannot be granted with scope {scope!r}",
+    "RoleAlreadyHeld": "{account} already holds {role}{scoped}",
+    "RoleNotHeld": "{account} does not hold {role}{scoped}",
+    "InvalidBootstrap": "invalid bootstrap: {why}",
+    "NotRegistrarOf": "{account} is not a REGISTRAR of {service}",
+    "NotAttestorOf": "{account} is not an ATTESTOR of {attestationType} attestations",
+    "NotApprover": "{account} does not hold the APPROVER role",
+    "UnknownProposal": "proposal {id} does not exist",
+    "ProposalStateInvalid": "proposal {id} is {state}, which does not allow this",
+    "AlreadyApproved": "organisation {org} has already approved proposal {id}",
+    "NotEnoughOrganisations": "proposal {id} has the approval of {approvals} of the {needed} organisations it needs",
+    "DelayNotPassed": "proposal {id} weakens the rules and may execute only after its delay, at {executableAt} (now {timestamp})",
+    "UnsupportedChange": "governance cannot make this change (function {selector} of {target})",
+    "InvalidSettings": "invalid governance settings: {why}",
+    "OnlySelf": "only a governance proposal may change the settings ({caller} is not governance)",
     "TooManyApprovers": "the consortium already has the maximum of 256 approvers",
     "ZeroAddress": "the zero address is not allowed",
     "InvalidDigest": "the digest must not be zero",
     "ArtifactAlreadyRegistered": "artifact {digest} is already registered for {service} under another version",
-    "VersionAlreadyRegistered": "{service} {version} is already registered with another digest ({existingDigest})",
+    "VersionAlreadyRegistered": "{service} {version} is already registered with a different record (record hash {existingRecordHash})",
     "ArtifactNotFound": "artifact {digest} is not registered for {service}",
     "ArtifactIsRevoked": "artifact {digest} of {service} is revoked",
     "EmptyBatch": "the batch is empty",
@@ -118,10 +147,6 @@ _SENTENCES = {
     "VoteAlreadyCast": "{approver} already cast this vote on {digest} for {environment}",
     "NoVoteToWithdraw": "{approver} has no vote on {digest} for {environment} to withdraw",
     "InvalidDecision": "decision {decision} is neither approve nor reject",
-    "SignatureExpired": "the signature of {signer} expired at {deadline} (now {timestamp})",
-    "InvalidSignature": "the signature does not verify for {signer} on this chain and contract",
-    "NonceAlreadyUsed": "nonce {nonce} of {signer} was already used",
-    "SignerNotApprover": "signer {signer} does not hold the APPROVER role",
     "GateDenied": "the gate denies the deployment: {gate}",
     "UnknownDeployment": "deployment {id} does not exist",
     "DeploymentStateInvalid": "deployment {id} is {actual}, but this needs it {expected}",
@@ -130,7 +155,14 @@ _SENTENCES = {
     "RolloutIncomplete": "deployment {id} is at {percent}%; only a rollout at 100% can complete",
     "RolloutInProgress": "deployment {activeId} is still rolling out in this environment",
     "NotLiveDeployment": "deployment {id} is not the live one (live is {liveId})",
-    "ArtifactRevokedDuringRollout": "the artifact of deployment {id} was revoked during the rollout",
+    "StepDenied": "deployment {id} cannot take this step: {gate}",
+    "CanaryBlocks": "deployment {id} cannot take this step: its canary verdict is {verdict}"
+                    " (fail blocks for good, marginal until a later pass)",
+    "RestoresRevokedArtifact": "rolling back deployment {id} would make deployment {restoredId} live again, whose artifact"
+                               " {artifactId} is revoked; fail the rollout instead, or deploy another version",
+    "AlreadyResolvedBy": "a responder of organisation {org} has already resolved incident {incidentId}",
+    "ResponderWithoutOrganisation": "responder {responder} is not a member of any organisation",
+    "TimelockUnexpectedOperationState": "the governance timelock refused operation {operationId} in its current state",
     "InvalidScore": "score {scoreBasisPoints} must be 0 to 10000 basis points",
     "InvalidVerdict": "verdict {verdict} must be pass, marginal or fail",
     "UnknownIncident": "incident {id} does not exist",
@@ -145,6 +177,8 @@ _ENUMS = {
     "DeploymentStateInvalid": ("deployment", ["none", "in progress", "completed", "failed", "rolled back"]),
     "IncidentStateInvalid": ("incident", ["none", "open", "acknowledged", "mitigated", "resolved"]),
 }
+_PROPOSAL_STATES = ["unknown", "pending", "scheduled", "executed", "cancelled"]
+_VERDICTS = ["none", "pass", "marginal", "fail"]
 _ERROR_CLASSES: dict[str, type[ContractRevert]] = {}
 
 
@@ -170,7 +204,10 @@ def gate_details(reason: str, detail_a: int, detail_b: int) -> dict:
         # the answer holds only the name's hash; callers that can read the policy's events put the name
         # in "environment" (shipledger._internal.gatecall.prior_environment_name)
         "missing_prior_environment": lambda: {"environment": f"0x{detail_a:064x}", "environment_key": f"0x{detail_a:064x}"},
-        "frozen_by_incident": lambda: {"incident": detail_a, "severity": detail_b},
+        "frozen_by_incident": lambda: {"incidents": detail_a, "severity": detail_b},
+        "rollout_in_progress": lambda: {"deployment": detail_a},
+        # the hash of the type's name; callers that read the policy's events put the name in "attestation_type"
+        "missing_attestation": lambda: {"attestation_type": f"0x{detail_a:064x}", "attestation_key": f"0x{detail_a:064x}"},
     }.get(reason, dict)()
 
 
@@ -186,9 +223,11 @@ def error_class(name: str) -> type[ContractRevert]:
     return _ERROR_CLASSES[name]
 
 
-def revert_error(name: str, arguments: dict, prior_environment: str | None = None) -> ContractRevert:
-    """Build the typed exception for a decoded custom error. prior_environment: the name of the
-    prior environment a GateDenied for a missing prior environment names by hash, when known."""
+def revert_error(name: str, arguments: dict, prior_environment: str | None = None,
+                 attestation_type: str | None = None) -> ContractRevert:
+    """Build the typed exception for a decoded custom error. prior_environment / attestation_type:
+    the name a GateDenied or StepDenied for a missing prior environment or attestation names by
+    hash, when known."""
     values = {k: _display(k, v) for k, v in arguments.items()}
     if name in _ENUMS:
         _, states = _ENUMS[name]
@@ -196,11 +235,22 @@ def revert_error(name: str, arguments: dict, prior_environment: str | None = Non
         values["actual"] = states[arguments["actual"]]
     if name == "AccessControlUnauthorizedAccount":
         values["neededRole"] = role_name(arguments["neededRole"])
-    if name == "GateDenied":
+    if name in ("InvalidRole", "RoleAlreadyHeld", "RoleNotHeld"):
+        values["role"] = role_name(arguments["role"])
+        values["scoped"] = f" for {arguments['scope']}" if arguments.get("scope") else " everywhere"
+    if name == "ProposalStateInvalid":
+        values["state"] = _PROPOSAL_STATES[arguments["state"]] if arguments["state"] < len(_PROPOSAL_STATES) else arguments["state"]
+    if name == "CanaryBlocks":
+        values["verdict"] = _VERDICTS[arguments["verdict"]] if arguments["verdict"] < len(_VERDICTS) else arguments["verdict"]
+    if name == "UnsupportedChange":
+        values["selector"] = "0x" + bytes(arguments["selector"]).hex()
+    if name in ("GateDenied", "StepDenied"):
         reason = list(GATE_SENTENCES)[arguments["reason"]]
         details = gate_details(reason, arguments["detailA"], arguments["detailB"])
         if prior_environment and "environment_key" in details:
             details["environment"] = prior_environment
+        if attestation_type and "attestation_key" in details:
+            details["attestation_type"] = attestation_type
         values["gate"] = gate_sentence(reason, details)
         arguments = {**arguments, "reason_name": reason, "details": details}
     sentence = _SENTENCES.get(name, name + " {arguments}").format(**values, arguments=values)
@@ -212,6 +262,6 @@ def role_name(role: bytes) -> str:
         from eth_utils import keccak
 
         _ROLE_NAMES[b"\0" * 32] = "ADMIN"
-        for r in ("REGISTRAR", "APPROVER", "DEPLOYER", "RESPONDER"):
+        for r in ("REGISTRAR", "APPROVER", "DEPLOYER", "RESPONDER", "ATTESTOR"):
             _ROLE_NAMES[keccak(text=f"{r}_ROLE")] = r
     return _ROLE_NAMES.get(bytes(role), "0x" + bytes(role).hex())

@@ -129,9 +129,9 @@ class Devnet:
         return self.workdir / self.info["deployment"]
 
     def account(self, part: str, index: int = 0) -> dict:
-        plural = part in ("approver", "steward")  # one per organisation
-        entry = self.info["accounts"][part + "s" if plural else part]
-        return entry[index] if plural else entry
+        listed = part in ("approver", "steward")  # one per organisation, in the same order
+        entry = self.info["accounts"][part + "s" if listed else part]
+        return entry[index] if listed else entry
 
     def key(self, part: str, index: int = 0) -> str:
         return self.account(part, index)["private_key"]
@@ -169,18 +169,31 @@ class Devnet:
         return digest
 
     def set_policy(self, service: str, env: str = ENV, threshold: int = 2, **policy) -> None:
-        self.govern(self.ledger("steward", 0).change_policy(service, env, threshold=threshold, **policy))
+        """As the consortium does it: the acme steward proposes, globex's approves (K = 2), and a
+        weakening change (a first policy always is) waits out the delay and executes."""
+        self.passed(self.ledger("steward", 0).set_policy(service, env, threshold=threshold, **policy).id)
+
+    def advance(self, seconds: int) -> None:
+        """Move the devnet's clock forward (anvil only) and mine a block at the new time."""
+        rpc_call(self.rpc_url, "evm_increaseTime", [seconds])
+        rpc_call(self.rpc_url, "evm_mine", [])
+
+    def block_time(self) -> int:
+        return int(rpc_call(self.rpc_url, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+
+    def passed(self, proposal_id: int):
+        """A proposal approved by the globex steward and, if it waits for the delay, executed after it."""
+        proposal = self.ledger("steward", 1).approve_proposal(proposal_id)
+        if proposal.state == "scheduled":
+            self.advance(max(proposal.executable_at - self.block_time(), 0) + 1)
+            proposal = self.ledger("outsider").execute_proposal(proposal_id)
+        assert proposal.state == "executed", proposal
+        return proposal
 
     def govern(self, change) -> None:
         """A governance change as the consortium makes it: acme's steward proposes, globex's approves
         (K = 2); a weakening change waits out the delay on the devnet's clock, then executes."""
-        proposal = self.ledger("steward", 0).propose(change)
-        proposal = self.ledger("steward", 1).approve_proposal(proposal.id)
-        if proposal.state == "scheduled":
-            rpc_call(self.rpc_url, "evm_increaseTime", [self.info["governance"]["delay"]])
-            rpc_call(self.rpc_url, "evm_mine")
-            proposal = self.ledger("outsider").execute_proposal(proposal.id)
-        assert proposal.executed, proposal
+        self.passed(self.ledger("steward", 0).propose(change).id)
 
     def approve(self, digest: str, service: str, env: str = ENV, approvers=(0, 1)) -> None:
         for index in approvers:

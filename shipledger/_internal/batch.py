@@ -3,7 +3,7 @@ estimated, with what the ledger already holds left out, so that a rerun after an
 only what is missing (and nothing at all when everything is there).
 
 Before anything is sent, every artifact is checked against the others of the batch and against the
-ledger (digestOf and getArtifact for each, many eth_calls to a JSON-RPC request). Then the chunks go
+ledger (recordOf and getArtifact for each, many eth_calls to a JSON-RPC request). Then the chunks go
 out a few at a time (WINDOW in flight) and the receipts of all those in flight are polled in one
 request. Every chunk's state is kept, so after Ctrl-C or a lost node the caller can say what was
 confirmed, what the node holds and will still mine, and where a rerun picks up.
@@ -29,13 +29,13 @@ from shipledger._internal.rpc import Rpc, error_text
 from shipledger.errors import ConnectionFailed, ShipledgerError, TransactionTimeout, UsageError, revert_error
 from shipledger.models import BatchResult, TxReceipt
 
-REGISTER_BATCH_ARGS = "(bytes32,string,string,bytes32,uint64,bytes32,bytes32,string)[]"
+REGISTER_BATCH_ARGS = "(bytes32,string,string,uint8,bytes32,uint64,bytes32,bytes32,string)[]"
 REGISTER_BATCH_SELECTOR = keccak(text=f"registerBatch({REGISTER_BATCH_ARGS})")[:4]
-_DIGEST_OF = keccak(text="digestOf(string,string)")[:4]
+_RECORD_OF = keccak(text="recordOf(string,string)")[:4]
 _GET_ARTIFACT = keccak(text="getArtifact(bytes32,string)")[:4]
 _NOT_FOUND = "0x" + keccak(text="ArtifactNotFound(bytes32,string)")[:4].hex()
 _REGISTERED = "0x" + keccak(
-    text="ArtifactRegistered(bytes32,bytes32,bytes32,string,string,bytes32,uint64,bytes32,bytes32,string,address)"
+    text="ArtifactRegistered(bytes32,bytes32,bytes32,string,string,uint8,bytes32,uint64,bytes32,bytes32,string,address,bytes32)"
 ).hex()
 
 # Upper bounds of what one artifact costs, measured on anvil (Berlin): 55.8k gas with short names and
@@ -61,15 +61,22 @@ def _string(text: str) -> bytes:
 
 
 def encode_item(item: tuple) -> bytes:
-    """The ABI encoding of one ArtifactInput tuple (digest, service, version, commit, committedAt,
-    provenance, sbom, uri) as an element of a dynamic array: eight head words, then three strings."""
-    digest, service, version, commit, committed_at, provenance, sbom, uri = item
+    """The ABI encoding of one ArtifactInput tuple (digest, service, version, kind, commit,
+    committedAt, provenance, sbom, uri) as an element of a dynamic array: nine head words, then
+    three strings. Its keccak256 is the record hash the registry keeps (client.record_hash)."""
+    digest, service, version, kind, commit, committed_at, provenance, sbom, uri = item
     service, version, uri = _string(service), _string(version), _string(uri)
-    head = 8 * 32
+    head = 9 * 32
     return b"".join((
-        digest, _word(head), _word(head + len(service)), commit, _word(committed_at), provenance, sbom,
+        digest, _word(head), _word(head + len(service)), _word(kind), commit, _word(committed_at), provenance, sbom,
         _word(head + len(service) + len(version)), service, version, uri,
     ))
+
+
+def record_hash_of(encoded: bytes) -> bytes:
+    """keccak256(abi.encode(ArtifactInput)) from encode_item's bytes: abi.encode of one dynamic tuple
+    is its offset word (32) followed by the tuple's encoding."""
+    return keccak(_word(32) + encoded)
 
 
 def batch_calldata(encoded: list[bytes]) -> bytes:
@@ -84,9 +91,9 @@ def batch_calldata(encoded: list[bytes]) -> bytes:
 
 def _read_calls(registry: str, item: tuple) -> list[tuple[str, list]]:
     digest, service, version = item[0], item[1], item[2]
-    digest_of = _DIGEST_OF + _word(64) + _word(64 + len(_string(service))) + _string(service) + _string(version)
+    record_of = _RECORD_OF + _word(64) + _word(64 + len(_string(service))) + _string(service) + _string(version)
     get_artifact = _GET_ARTIFACT + digest + _word(64) + _string(service)
-    return [("eth_call", [{"to": registry, "data": "0x" + data.hex()}, "pending"]) for data in (digest_of, get_artifact)]
+    return [("eth_call", [{"to": registry, "data": "0x" + data.hex()}, "pending"]) for data in (record_of, get_artifact)]
 
 
 def _revert_of(reply: dict) -> tuple[str, dict] | None:
@@ -166,15 +173,17 @@ class RegistrationBatch:
         self.budget = min(CHUNK_GAS, int(block["gasLimit"], 16) // 2)
         self.block_gas_limit = int(block["gasLimit"], 16)
         conflicts = []
+        self._encoded = [encode_item(item) for item in self.items]
         for i, item in enumerate(self.items):
-            digest_reply, artifact_reply = replies[1 + 2 * i], replies[2 + 2 * i]
-            existing = bytes.fromhex(self._result(digest_reply, "digestOf")[2:].rjust(64, "0")[-64:])
-            if existing == item[0]:
+            record_reply, artifact_reply = replies[1 + 2 * i], replies[2 + 2 * i]
+            existing = bytes.fromhex(self._result(record_reply, "recordOf")[2:].rjust(64, "0")[-64:])
+            # identical only when the whole record hashes the same, not the digest alone
+            if existing == record_hash_of(self._encoded[i]):
                 self.skipped += 1
                 continue
             if existing != b"\0" * 32:
                 conflicts.append(self._labelled(i, revert_error("VersionAlreadyRegistered", {
-                    "service": item[1], "version": item[2], "existingDigest": existing})))
+                    "service": item[1], "version": item[2], "existingRecordHash": existing})))
                 continue
             if "error" in artifact_reply:
                 data = (artifact_reply.get("error") or {}).get("data")
@@ -235,7 +244,6 @@ class RegistrationBatch:
     def _chunks(self) -> deque[_Chunk]:
         """Consecutive artifacts, as many as fit the gas budget (by the upper bounds, with the
         estimate's margin) and the byte limit."""
-        self._encoded = [encode_item(item) for item in self.items]
         chunks, current, gas, size = deque(), [], TX_GAS, 4 + 64
         for i in self.todo:
             cost, length = ITEM_GAS + BYTE_GAS * len(self._encoded[i]), 32 + len(self._encoded[i])

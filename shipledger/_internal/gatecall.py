@@ -28,6 +28,8 @@ class GateReason(IntEnum):
     NOT_ENOUGH_ORGANISATIONS = 8
     MISSING_PRIOR_ENVIRONMENT = 9
     FROZEN_BY_INCIDENT = 10
+    ROLLOUT_IN_PROGRESS = 11
+    MISSING_ATTESTATION = 12
 
 
 def _encode_string(value: str) -> bytes:
@@ -64,15 +66,38 @@ def decode_gate_result(data: bytes):
     return GateResult(allowed=allowed, reason=reason, details=details)
 
 
-# keccak256 of PolicySet(bytes32,bytes32,string,string,Policy,Policy,string) with Policy as its 7-field tuple
-POLICY_SET_TOPIC = "0x8e66880ff58196ae45446b812800da6a45f1b1fa6835f659f6c33cf317d298da"
-_PRIOR_OFFSET_AT = 16 * 32  # data head: service, environment (offsets), two 7-word policies, priorEnvironment
+# keccak256 of PolicySet(bytes32,bytes32,string,string,Policy,Policy,string,string[]) with Policy as
+# its 9-field tuple (uint8,uint8,uint32,uint32,uint8,uint8,uint32,bytes32,bytes32[])
+POLICY_SET_TOPIC = "0x105699cbccfaaecef7d2235fcca8a436e32a7aab76ff98a04dc637f27f08fc99"
+# The data head: offsets of service, environment, oldPolicy, newPolicy (both dynamic: they hold an
+# array), priorEnvironment, requiredAttestations. Offsets count from the start of the data.
+_PRIOR_AT, _REQUIRED_AT = 4 * 32, 5 * 32
 
 
-def prior_environment_name(get_logs, registry: str, from_block: int, service: str, environment: str, key: str) -> str:
-    """The name of a required prior environment, whose keccak `key` ('0x' + 64 hex) is all a policy
-    and a gate answer hold: the registry emits the name in clear in PolicySet, so the newest such
-    event of (service, environment) whose name hashes to `key` gives it. `key` itself when none does.
+def _word(raw: bytes, at: int) -> int:
+    return int.from_bytes(raw[at : at + 32], "big")
+
+
+def _string_at(raw: bytes, at: int) -> str:
+    length = _word(raw, at)
+    return raw[at + 32 : at + 32 + length].decode("utf-8", "replace")
+
+
+def policy_set_names(data: bytes) -> tuple[str, list[str]]:
+    """(priorEnvironment, requiredAttestations) in clear, from a PolicySet log's data."""
+    prior = _string_at(data, _word(data, _PRIOR_AT))
+    array = _word(data, _REQUIRED_AT)
+    count = _word(data, array)
+    items = array + 32  # string offsets inside an array count from the word after its length
+    return prior, [_string_at(data, items + _word(data, items + 32 * i)) for i in range(count)]
+
+
+def policy_name_of_key(get_logs, registry: str, from_block: int, service: str, environment: str, key: str,
+                       which: str = "prior") -> str:
+    """The name whose keccak `key` ('0x' + 64 hex) a policy or a gate answer holds: the required prior
+    environment (which="prior") or a required attestation type (which="attestation"). The registry
+    emits the names in clear in PolicySet, so the newest such event of (service, environment) that
+    names one hashing to `key` gives it. `key` itself when none does.
 
     get_logs(filter) -> logs, each with "data" (hex text or bytes): the JSON-RPC eth_getLogs of the
     caller's connection. Only a denial or `policy show` pays for this read."""
@@ -86,9 +111,13 @@ def prior_environment_name(get_logs, registry: str, from_block: int, service: st
     for log in reversed(logs):
         data = log["data"]
         raw = bytes.fromhex(data[2:]) if isinstance(data, str) else bytes(data)
-        offset = int.from_bytes(raw[_PRIOR_OFFSET_AT : _PRIOR_OFFSET_AT + 32], "big")
-        length = int.from_bytes(raw[offset : offset + 32], "big")
-        name = raw[offset + 32 : offset + 32 + length].decode("utf-8", "replace")
-        if name and topic(name) == key.lower():
-            return name
+        prior, required = policy_set_names(raw)
+        for name in ([prior] if which == "prior" else required):
+            if name and topic(name) == key.lower():
+                return name
     return key
+
+
+def prior_environment_name(get_logs, registry: str, from_block: int, service: str, environment: str, key: str) -> str:
+    """policy_name_of_key for the required prior environment."""
+    return policy_name_of_key(get_logs, registry, from_block, service, environment, key, "prior")

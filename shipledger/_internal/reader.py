@@ -18,8 +18,9 @@ from shipledger._internal.revert import canonical_type, decode_revert
 from shipledger._internal.rpc import Rpc, error_text
 from shipledger.errors import AddressBookError, ConnectionFailed, revert_error
 
-ROLES = ("ADMIN", "REGISTRAR", "APPROVER", "DEPLOYER", "RESPONDER")  # as shipledger.client.ROLES
-ROLE_IDS = {role: b"\0" * 32 if role == "ADMIN" else keccak(text=f"{role}_ROLE") for role in ROLES}
+ROLES = ("REGISTRAR", "APPROVER", "DEPLOYER", "RESPONDER", "ATTESTOR")  # as shipledger.client.ROLES
+# The ids of the roles held everywhere (scope ""); nobody holds DEFAULT_ADMIN_ROLE in suite v2.
+ROLE_IDS = {role: keccak(text=f"{role}_ROLE") for role in ROLES}
 
 
 @cache
@@ -38,6 +39,8 @@ class Reader:
     def __init__(self, endpoint):
         self.rpc = Rpc(endpoint.url, timeout=endpoint.timeout)
         self.addresses = {"ReleaseRegistry": endpoint.registry, "DeploymentLedger": endpoint.ledger}
+        if getattr(endpoint, "governance", None):
+            self.addresses["Governance"] = endpoint.governance
 
     def raw(self, calls: list[tuple[str, bytes]], none_on: tuple[str, ...] = ()) -> list[bytes | None]:
         """eth_call of [(contract, calldata)] in one request: the returned bytes, or None for a revert

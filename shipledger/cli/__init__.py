@@ -26,7 +26,9 @@ COMMANDS = {
     "member": ("consortium", "consortium members"),
     "role": ("consortium", "roles"),
     "policy": ("consortium", "approval policies"),
-    "register": ("release", "register an artifact (REGISTRAR)"),
+    "governance": ("governance", "proposals: changes the consortium makes when K organisations approve (stewards)"),
+    "register": ("release", "register an artifact (REGISTRAR of its service)"),
+    "attest": ("release", "record an attestation of an artifact: the sha256 of a document (ATTESTOR of its type)"),
     "revoke": ("release", "revoke (quarantine) an artifact (REGISTRAR)"),
     "approve": ("release", "approve an artifact for an environment (APPROVER)"),
     "approvals": ("release", "offline-signed approvals"),
@@ -68,7 +70,7 @@ def emit(args, data: dict, text: str | None = None) -> None:
 def tx_data(receipt) -> dict:
     from dataclasses import asdict
 
-    return asdict(receipt) if receipt else {"tx_hash": None}
+    return asdict(receipt) if receipt else {"tx_hash": None, "block_number": None, "gas_used": None}  # nothing sent
 
 
 # ---------------------------------------------------------------------- the parser

@@ -1,4 +1,8 @@
-"""The consortium's own records: `suite deploy`, `org`, `member`, `role` and `policy`."""
+"""The consortium's own records: `suite deploy`, `org`, `member`, `role` and `policy`.
+
+Suite v2: a steward manages its own organisation's members (`member add|remove`) alone; adding an
+organisation, granting a role across organisations and setting a policy are governance proposals
+(`org add`, `role grant|revoke` and `policy set` propose them, as `governance propose` does)."""
 
 from __future__ import annotations
 
@@ -7,10 +11,83 @@ from pathlib import Path
 
 from shipledger.cli import EXIT_OK, emit, tx_data
 from shipledger.cli.shared import (
-    ENV_HELP, SERVICE_HELP, address, counted, duration, index_args, index_source, load_signer, open_ledger, positive_int,
-    rpc_url, shown, synced_index, warn_case_twins, writable_path,
+    ENV_HELP, SERVICE_HELP, address, counted, index_args, index_source, load_signer, open_ledger, rpc_url, shown,
+    synced_index, writable_path,
 )
 from shipledger.errors import PathError, UsageError
+
+
+BOOTSTRAP_KEYS = {"organisations", "members", "roles", "policies", "organisations_needed", "delay"}
+POLICY_KEYS = {"service", "environment", "threshold", "min_organisations", "ttl", "min_wait", "prior_environment",
+               "freeze_severity", "resolve_quorum", "required_attestations"}
+
+
+def _entries(data: dict, key: str, fields: dict) -> list[dict]:
+    """data[key] as a list of objects holding exactly `fields` (name -> required?)."""
+    entries = data.get(key, [])
+    if not isinstance(entries, list):
+        raise UsageError(f"bootstrap {key!r} must be a list")
+    for n, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise UsageError(f"bootstrap {key} entry {n} must be an object")
+        unknown = sorted(set(entry) - set(fields))
+        missing = sorted(k for k, needed in fields.items() if needed and k not in entry)
+        if unknown or missing:
+            raise UsageError(f"bootstrap {key} entry {n}: " + (f"unknown key {unknown[0]!r}" if unknown else f"missing {missing[0]!r}")
+                             + f"; the keys are {', '.join(fields)}")
+    return entries
+
+
+def load_bootstrap(path: str):
+    """The consortium a new suite starts with, from a JSON file in the shape of models.Bootstrap
+    (README: "suite deploy"), every field checked before anything is deployed."""
+    import json
+
+    from shipledger._internal.names import parse_duration
+    from shipledger.client import encode_bootstrap
+    from shipledger.errors import path_error
+    from shipledger.models import Bootstrap
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise path_error(path, exc) from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"bootstrap {path} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"bootstrap {path} must hold a JSON object")
+    unknown = sorted(set(data) - BOOTSTRAP_KEYS)
+    if unknown:
+        raise UsageError(f"bootstrap {path}: unknown key {unknown[0]!r}; the keys are {', '.join(sorted(BOOTSTRAP_KEYS))}")
+    orgs = _entries(data, "organisations", {"name": True, "steward": True})
+    if not orgs:
+        raise UsageError(f"bootstrap {path} names no organisations: a suite needs at least one, with its steward")
+    members = _entries(data, "members", {"address": True, "organisation": True, "approver": False})
+    roles = _entries(data, "roles", {"role": True, "scope": False, "address": True})
+    policies = _entries(data, "policies", dict.fromkeys(POLICY_KEYS, False) | {"service": True, "environment": True, "threshold": True})
+    needed = data.get("organisations_needed", 1)
+    if isinstance(needed, bool) or not isinstance(needed, int) or not 1 <= needed <= len(orgs):
+        raise UsageError(f"bootstrap organisations_needed {needed!r} must be a whole number from 1 to {len(orgs)} (the organisations)")
+    delay = parse_duration(data.get("delay", 0), "bootstrap delay")
+    if delay != int(delay) or not 0 <= delay < 2**32:
+        raise UsageError(f"bootstrap delay {data.get('delay')!r} must be whole seconds (e.g. 172800 or \"48h\")")
+    for policy in policies:
+        for key in ("ttl", "min_wait"):
+            if key in policy:
+                policy[key] = int(parse_duration(policy[key], f"bootstrap policy {key}"))
+    try:
+        bootstrap = Bootstrap(
+            organisations=tuple((o["name"], o["steward"]) for o in orgs),
+            members=tuple((m["address"], m["organisation"], m.get("approver", False)) for m in members),
+            roles=tuple((r["role"], r.get("scope", ""), r["address"]) for r in roles),
+            policies=tuple((p["service"], p["environment"], {k: v for k, v in p.items() if k not in ("service", "environment")})
+                           for p in policies),
+            organisations_needed=needed, delay=int(delay),
+        )
+        encode_bootstrap(bootstrap)  # checks names, addresses, roles and policies
+    except TypeError as exc:
+        raise UsageError(f"bootstrap {path}: {exc}") from None
+    return bootstrap
 
 
 def cmd_suite_deploy(args) -> int:
@@ -24,36 +101,45 @@ def cmd_suite_deploy(args) -> int:
     if Path(args.out).is_dir():
         raise PathError(f"cannot write {args.out}: it is a directory")
     writable_path(Path(args.out))  # before anything is deployed, not after
-    ledger = Ledger.deploy_suite(rpc_url(args), signer, out=args.out)
-    emit(args, {"deployment": args.out, **ledger.book}, f"suite deployed on chain {ledger.chain_id}; address book {args.out}; admin {signer.address}")
+    bootstrap = load_bootstrap(args.bootstrap)
+    ledger = Ledger.deploy_suite(rpc_url(args), signer, bootstrap, out=args.out)
+    emit(args, {"deployment": args.out, **ledger.book, "governance": ledger.governance_settings()},
+         f"suite deployed on chain {ledger.chain_id}; address book {args.out}; {counted(len(bootstrap.organisations), 'organisation')}, "
+         f"{bootstrap.organisations_needed} must approve a change; the deployer {signer.address} holds no role")
     return EXIT_OK
-
 
 
 def cmd_org_add(args) -> int:
-    ledger = open_ledger(args)
-    org = ledger.add_organisation(args.name)
-    emit(args, {"org": org, "name": args.name}, f"organisation {args.name} added with id {org}")
-    return EXIT_OK
+    from shipledger.cli.governance import cmd_propose_org_add
+
+    return cmd_propose_org_add(args)  # a proposal: K organisations decide
+
+
+MEMBER_ROLES_HINT = ("{role} is granted by the consortium, not by a steward alone: "
+                     "`shipledger governance propose role-grant {role} ADDRESS` (after adding the member)")
 
 
 def cmd_member_add(args) -> int:
     from shipledger.client import role_id
 
+    approver = False
     for role in args.role or ():
         role_id(role)  # every input is checked before anything is sent
-    if args.org > 255:
-        raise UsageError(f"organisation {args.org} does not exist (ids are 1 to 255)")
+        name = role.upper().removesuffix("_ROLE")
+        if name != "APPROVER":
+            raise UsageError(MEMBER_ROLES_HINT.format(role=name))
+        approver = True
     ledger = open_ledger(args)
-    receipts = ledger.add_member(args.org, args.address, args.role or ())
-    emit(args, {"address": args.address, "org": args.org, "roles": args.role or [], "txs": [r.tx_hash for r in receipts]},
-         f"{args.address} added to organisation {args.org}" + (f" with {', '.join(args.role)}" if args.role else ""))
+    receipt = ledger.add_member(args.address, approver)
+    org = ledger.organisation_of(args.address)
+    emit(args, {"address": args.address, "org": org, "roles": ["APPROVER"] if approver else [], **tx_data(receipt)},
+         f"{args.address} joined organisation {org}" + (" as an approver" if approver else ""))
     return EXIT_OK
 
 
 def cmd_member_remove(args) -> int:
     receipt = open_ledger(args).remove_member(args.address)
-    emit(args, {"address": args.address, **tx_data(receipt)}, f"{args.address} removed (its APPROVER role revoked)")
+    emit(args, {"address": args.address, **tx_data(receipt)}, f"{args.address} removed (every role it held revoked)")
     return EXIT_OK
 
 
@@ -84,33 +170,25 @@ def cmd_member_list(args) -> int:
 
 
 def cmd_role(args) -> int:
-    ledger = open_ledger(args)
-    fn = ledger.grant_role if args.role_command == "grant" else ledger.revoke_role
-    receipt = fn(args.role, args.address)
-    emit(args, {"role": args.role.upper(), "address": args.address, **tx_data(receipt)}, (f"granted {args.role.upper()} to {args.address}" if args.role_command == "grant"
-          else f"revoked {args.role.upper()} from {args.address}"))
-    return EXIT_OK
+    from shipledger.cli.governance import cmd_propose_role
+
+    args.change = f"role-{args.role_command}"
+    return cmd_propose_role(args)  # a proposal: K organisations decide
 
 
 def cmd_policy_set(args) -> int:
-    ledger = open_ledger(args)
-    warn_case_twins(ledger, services=[args.service], environments=[args.env, args.after])
-    receipt = ledger.set_policy(
-        args.service, args.env, threshold=args.threshold, min_organisations=args.min_orgs, ttl=args.ttl,
-        min_wait=args.wait, prior_environment=args.after or "", freeze_severity=args.freeze_severity,
-    )
-    policy = ledger.policy(args.service, args.env)
-    emit(args, {"policy": {**asdict(policy), "prior_environment": args.after or ""}, **tx_data(receipt)},
-         f"policy for {args.service} in {args.env} is now version {policy.version}: {counted(args.threshold, 'approval')}"
-         + (f" from at least {counted(args.min_orgs, 'organisation')}" if args.min_orgs else ", from any organisation"))
-    return EXIT_OK
+    from shipledger.cli.governance import cmd_propose_policy
+
+    return cmd_propose_policy(args)  # run by a steward: its proposal, with its organisation's approval
 
 
 def policy_data(ledger, policy) -> dict:
     """A policy as the CLI shows it: the SDK's fields plus the prior environment by name (the chain
     keeps only its hash; the name comes from the policy's PolicySet event)."""
     key = policy.prior_environment_key
-    return {**asdict(policy), "prior_environment": ledger.prior_environment_name(policy.service, policy.environment, key) if key else ""}
+    return {**asdict(policy), "prior_environment": ledger.prior_environment_name(policy.service, policy.environment, key) if key else "",
+            "required_attestations": [ledger.attestation_type_name(policy.service, policy.environment, k)
+                                      for k in policy.required_attestation_keys]}
 
 
 def cmd_policy_show(args) -> int:
@@ -129,41 +207,37 @@ def cmd_policy_show(args) -> int:
 
 
 def add_commands(parsers) -> None:
+    from shipledger.cli.governance import add_policy_options, add_role_arguments
+
     command = parsers.command
     suite = parsers.group("suite")
-    p = command("deploy", cmd_suite_deploy, "deploy the suite on any chain; the signer becomes ADMIN", suite)
+    p = command("deploy", cmd_suite_deploy, "deploy the suite on any chain with its starting consortium; the deployer keeps no role", suite)
     p.add_argument("--out", required=True, help="address book to write, e.g. deployments/NAME.json")
+    p.add_argument("--bootstrap", required=True, metavar="FILE",
+                   help="JSON: the organisations and stewards, members, roles, policies, organisations_needed and delay (README)")
     p.add_argument("--force", action="store_true", help="overwrite an existing address book")
 
     org = parsers.group("org")
-    p = command("add", cmd_org_add, "add an organisation (ADMIN)", org)
+    p = command("add", cmd_org_add, "propose a new organisation with its steward (a steward; = governance propose org-add)", org)
     p.add_argument("name")
+    p.add_argument("--steward", type=address, required=True, help="the organisation's steward (meant to be a multisig)")
 
     member = parsers.group("member")
-    p = command("add", cmd_member_add, "add a member to an organisation (ADMIN)", member)
-    p.add_argument("org", type=positive_int, help="organisation id")
+    p = command("add", cmd_member_add, "add a member to your organisation (its steward)", member)
     p.add_argument("address", type=address, help="the member's account (0x...; mixed case must be a valid EIP-55 checksum)")
-    p.add_argument("--role", action="append", help="grant a role too (repeatable): REGISTRAR, APPROVER, DEPLOYER, RESPONDER, ADMIN")
-    p = command("remove", cmd_member_remove, "remove a member and its APPROVER role (ADMIN)", member)
+    p.add_argument("--role", action="append", help="approver: the member votes for your organisation. Other roles are "
+                   "granted by governance (`governance propose role-grant`)")
+    p = command("remove", cmd_member_remove, "remove a member and every role it holds (its organisation's steward)", member)
     p.add_argument("address", type=address, help="the member's account")
     index_args(command("list", cmd_member_list, "list members, organisations and roles (members from the index)", member))
 
     role = parsers.group("role")
     for name in ("grant", "revoke"):
-        p = command(name, cmd_role, f"{name} a role (ADMIN)", role)
-        p.add_argument("role", help="REGISTRAR, APPROVER, DEPLOYER, RESPONDER or ADMIN")
-        p.add_argument("address", type=address, help="the account (0x...; mixed case must be a valid EIP-55 checksum)")
+        add_role_arguments(command(name, cmd_role, f"propose to {name} a role (a steward; = governance propose role-{name})", role))
 
     policy = parsers.group("policy")
-    p = command("set", cmd_policy_set, "set the approval policy of a service in an environment (ADMIN)", policy)
-    p.add_argument("service", help=SERVICE_HELP)
-    p.add_argument("env", help=ENV_HELP)
-    p.add_argument("--threshold", type=int, required=True, help="approvals needed (M of N)")
-    p.add_argument("--min-orgs", type=int, default=0, help="distinct organisations needed")
-    p.add_argument("--ttl", type=duration, default=0, help="how long an approval stays valid (e.g. 7d; default forever)")
-    p.add_argument("--wait", type=duration, default=0, help="minimum time after registration (e.g. 1h)")
-    p.add_argument("--after", help="environment that must have completed a deployment of the artifact first")
-    p.add_argument("--freeze-severity", type=int, default=0, help="open incidents of this severity or worse (1..4) freeze deployments; 0 never")
+    add_policy_options(command("set", cmd_policy_set, "propose the approval policy of a service in an environment (a steward; "
+                               "= governance propose policy-set)", policy))
     p = command("show", cmd_policy_show, "show a policy", policy)
     p.add_argument("service", help=SERVICE_HELP)
     p.add_argument("env", help=ENV_HELP)

@@ -1,5 +1,5 @@
-"""The release path: `register`, `revoke`, `approve` (by transaction or signed offline), `approvals
-submit`, `reject`, `withdraw`, and `gate`, which runs before every deployment.
+"""The release path: `register`, `attest`, `revoke`, `approve` (by transaction or signed offline),
+`approvals submit`, `reject`, `withdraw`, and `gate`, which runs before every deployment.
 
 The gate's path imports no web3 and builds no other command group: its start-up time is measured
 against `cast` in bench/gate_vs_cast.py.
@@ -13,10 +13,10 @@ from pathlib import Path
 
 from shipledger.cli import EXIT_DENIED, EXIT_OK, emit, tx_data
 from shipledger.cli.shared import (
-    SERVICE_HELP, artifact_args, artifact_digest, book_path, duration, file_digest, load_signer, open_ledger,
+    SERVICE_HELP, artifact_args, artifact_digest, book_path, counted, duration, file_digest, load_signer, open_ledger,
     output_path, rpc_url, target_args, warn_case_twins,
 )
-from shipledger.errors import AddressBookError, UsageError, gate_sentence, path_error
+from shipledger.errors import AddressBookError, NothingRecorded, UsageError, gate_sentence, path_error
 
 
 def asdict(value) -> dict:
@@ -63,16 +63,16 @@ def cmd_gate(args) -> int:
     if code in ("0x", ""):
         raise AddressBookError(f"no contract code at {ledger_address} on chain {expected_chain}")
     allowed, reason, details = decode_gate_answer(bytes.fromhex(answer.removeprefix("0x")))
-    if "environment_key" in details:  # denied for a prior environment: name it, not its hash
-        details = _name_prior_environment(details, book, rpc_url(args, book), args.service, args.env)
+    if "environment_key" in details or "attestation_key" in details:  # a name the answer holds by hash: name it
+        details = _name_policy_key(details, book, rpc_url(args, book), args.service, args.env)
     emit(args, {"allowed": allowed, "reason": reason, "details": details, "digest": digest},
          f"{'ALLOWED' if allowed else 'DENIED'}: {args.service} {digest} to {args.env}: {gate_sentence(reason, details)}")
     return EXIT_OK if allowed else EXIT_DENIED
 
 
-def _name_prior_environment(details: dict, book: dict, url: str, service: str, environment: str) -> dict:
-    """The gate's details with the prior environment's name; as they were when it cannot be learnt
-    (the answer, a denial, stands either way)."""
+def _name_policy_key(details: dict, book: dict, url: str, service: str, environment: str) -> dict:
+    """The gate's details with the prior environment's or the attestation type's name; as they were
+    when it cannot be learnt (the answer, a denial, stands either way)."""
     from types import SimpleNamespace
 
     from shipledger.cli.shared import prior_environment_name
@@ -82,7 +82,10 @@ def _name_prior_environment(details: dict, book: dict, url: str, service: str, e
                                    start_block=min(int(c.get("block", 0)) for c in book["contracts"].values()))
     except (KeyError, TypeError, ValueError, AttributeError):
         return details
-    return {**details, "environment": prior_environment_name(endpoint, service, environment, details["environment_key"])}
+    if "environment_key" in details:
+        return {**details, "environment": prior_environment_name(endpoint, service, environment, details["environment_key"])}
+    return {**details, "attestation_type": prior_environment_name(endpoint, service, environment, details["attestation_key"],
+                                                                  which="attestation")}
 
 
 def _spec_from_args(args, digest: str):
@@ -91,15 +94,15 @@ def _spec_from_args(args, digest: str):
     return ArtifactSpec(
         digest=digest, service=args.service, version=args.version, commit=args.commit or "",
         committed_at=args.committed_at or 0, provenance=file_digest(args.provenance), sbom=file_digest(args.sbom),
-        uri=args.uri or "",
+        uri=args.uri or "", kind=args.kind,
     )
 
 
-BATCH_KEYS = ("digest", "artifact", "service", "version", "commit", "committed_at", "provenance", "sbom", "uri")
+BATCH_KEYS = ("digest", "artifact", "service", "version", "kind", "commit", "committed_at", "provenance", "sbom", "uri")
 BATCH_FORMAT = (
     "one JSON object per line (UTF-8, blank lines skipped): \"service\" and \"version\" (strings), "
     "\"digest\" (sha256:<64 hex>) or \"artifact\" (a path to hash, relative to the current directory), "
-    "and optionally \"commit\" (hex SHA), \"committed_at\" (unix seconds, an integer), \"provenance\" and "
+    "and optionally \"kind\" (build, image, config or infrastructure; default build), \"commit\" (hex SHA), \"committed_at\" (unix seconds, an integer), \"provenance\" and "
     "\"sbom\" (sha256: digests of those documents, not files as on the command line), \"uri\" (at most 2048 bytes)"
 )
 
@@ -182,9 +185,10 @@ def cmd_register(args) -> int:
     parse_digest(spec.digest)
     warn_case_twins(ledger, services=[spec.service])
     receipt = ledger.register(spec)
-    text = (f"registered {args.service} {args.version} as {spec.digest}" if receipt
-            else f"{args.service} {args.version} ({spec.digest}) was already registered: nothing sent")
-    emit(args, {"digest": spec.digest, "service": args.service, "version": args.version, "registered": receipt is not None, **tx_data(receipt)}, text)
+    text = (f"registered {args.service} {args.version} ({spec.kind}) as {spec.digest}" if receipt
+            else f"{args.service} {args.version} ({spec.kind}, {spec.digest}) was already registered identically: nothing sent")
+    emit(args, {"digest": spec.digest, "service": args.service, "version": args.version, "kind": spec.kind,
+                "registered": receipt is not None, **tx_data(receipt)}, text)
     return EXIT_OK
 
 
@@ -247,6 +251,21 @@ def _register_batch(args) -> int:
     return code
 
 
+def cmd_attest(args) -> int:
+    from shipledger._internal.names import check_name
+
+    digest = artifact_digest(args)
+    check_name("service", args.service)
+    check_name("attestation type", args.type)
+    document = file_digest(args.document)
+    ledger = open_ledger(args)
+    receipt = ledger.attest(digest, args.service, args.type, document, args.uri or "")
+    emit(args, {"digest": digest, "service": args.service, "type": args.type, "document_digest": document,
+                "uri": args.uri or "", "attestor": ledger.signer_address, **tx_data(receipt)},
+         f"{ledger.signer_address} attested {args.service} {digest}: {args.type} document {document}")
+    return EXIT_OK
+
+
 def cmd_revoke(args) -> int:
     digest = artifact_digest(args)
     receipt = open_ledger(args).revoke(digest, args.service, args.reason)
@@ -284,10 +303,11 @@ def _sign_only(args, digest: str, decision: str) -> int:
     signer = load_signer(args)
     if signer is None:
         raise UsageError(f"signing needs a key: set ${args.key_env} or pass --keystore FILE")
+    signed_at = int(__import__("time").time())  # the vote says when it was decided; the ttl runs from then
     signed = sign_approval(
         signer, chain_id=int(book["chain_id"]), registry=book["contracts"]["ReleaseRegistry"]["address"],
-        digest=digest, service=args.service, environment=args.env, decision=decision,
-        deadline=None if args.valid_for is None else int(__import__("time").time()) + args.valid_for,
+        digest=digest, service=args.service, environment=args.env, decision=decision, signed_at=signed_at,
+        deadline=None if args.valid_for is None else signed_at + args.valid_for,
     )
     try:
         out.write_text(json.dumps(asdict(signed), indent=2) + "\n")
@@ -315,9 +335,34 @@ def cmd_approvals_submit(args) -> int:
             raise UsageError(f"{path} is not a valid signed approval: {exc}") from None
         approvals.append(approval)
     ledger = open_ledger(args)
-    receipt = ledger.submit_approvals(approvals)
-    emit(args, {"submitted": len(approvals), **tx_data(receipt)}, f"submitted {len(approvals)} signed votes")
+    receipt, skipped = ledger.submit_approvals(approvals)
+    # The registry skips a bad vote (stale, expired, used nonce, not an approver...) instead of
+    # reverting the batch; each skip is named here with the file it came from.
+    for entry in skipped:
+        entry["file"] = args.files[entry["index"]]
+    recorded = len(approvals) - len(skipped)
+    why = "".join(f"; skipped {e['file']} (signer {e['signer']}, nonce {e['nonce']}): {e['reason']}, "
+                  f"{SKIP_WHY.get(e['reason'], e['reason'])}" for e in skipped)
+    if not recorded:
+        # Mined, yet nothing recorded: a denial (exit 3), with the transaction named in the sentence.
+        raise NothingRecorded(f"none of the {counted(len(approvals), 'signed vote')} was recorded (transaction "
+                              f"{receipt.tx_hash}, block {receipt.block_number}){why}")
+    text = f"submitted {len(approvals)} signed votes: {recorded} recorded" + why.replace("; ", "\n  ")
+    emit(args, {"submitted": len(approvals), "recorded": recorded, "skipped": skipped, **tx_data(receipt)}, text)
     return EXIT_OK
+
+
+SKIP_WHY = {
+    "bad_signature": "the signature does not verify for the signer on this chain and registry",
+    "not_approver": "the signer does not hold APPROVER now",
+    "nonce_used": "its nonce was already used or invalidated",
+    "expired": "its deadline has passed, or lies further after signing than the policy's ttl allows",
+    "stale": "the signer acted on this release later than it signed this (its latest action wins), or was "
+             "admitted as an approver after signing",
+    "signed_in_future": "it says it was signed later than the block's time",
+    "refused": "the vote itself is refused (unknown or revoked artifact, no policy, the registrant's own vote, or the "
+               "same vote already stands)",
+}
 
 
 def cmd_reject(args) -> int:
@@ -348,11 +393,20 @@ def add_commands(parsers) -> None:
     p.add_argument("--version", help="the artifact's version label, e.g. 1.4.2 (a version names one digest for good)")
     p.add_argument("--commit", help="source commit SHA (40 or 64 hex)")
     p.add_argument("--committed-at", type=int, help="commit time, unix seconds")
+    p.add_argument("--kind", choices=("build", "image", "config", "infrastructure"), default="build",
+                   help="what the artifact is (default build); config and infrastructure changes go through the same policies")
     p.add_argument("--uri", help="where the artifact lives")
     p.add_argument("--provenance", metavar="FILE", help="provenance document to hash")
     p.add_argument("--sbom", metavar="FILE", help="SBOM document to hash")
     p.add_argument("--batch", metavar="FILE.jsonl", help=f"register many: {BATCH_FORMAT}. Lines already registered "
                    "identically are skipped, so a rerun after an interruption sends only what is missing")
+
+    p = command("attest", cmd_attest)
+    artifact_args(p)
+    p.add_argument("--service", required=True, help=SERVICE_HELP)
+    p.add_argument("--type", required=True, help="the attestation type, e.g. provenance, sbom, vuln-scan (a policy may require it)")
+    p.add_argument("--document", required=True, metavar="FILE", help="the attestation document; its sha256 is recorded")
+    p.add_argument("--uri", help="where the document can be read")
 
     p = command("revoke", cmd_revoke)
     artifact_args(p)

@@ -217,16 +217,18 @@ def warn_case_twins(ledger, services=(), environments=()) -> None:
                         f" which a policy names; names are case-sensitive, so these are different {kind}s"), file=sys.stderr)
 
 
-def prior_environment_name(endpoint, service: str, environment: str, key: str, timeout: float = 15) -> str:
-    """The name of the prior environment whose hash `key` a policy or a gate answer holds, from the
-    registry's PolicySet events over plain JSON-RPC (no web3); `key` itself when it cannot be read.
+def prior_environment_name(endpoint, service: str, environment: str, key: str, timeout: float = 15,
+                           which: str = "prior") -> str:
+    """The name of the prior environment (or with which="attestation", the attestation type) whose
+    hash `key` a policy or a gate answer holds, from the registry's PolicySet events over plain
+    JSON-RPC (no web3); `key` itself when it cannot be read.
     endpoint: anything with `url`, `registry` and `start_block` (an index Endpoint)."""
-    from shipledger._internal.gatecall import prior_environment_name as from_logs
+    from shipledger._internal.gatecall import policy_name_of_key
     from shipledger._internal.rpc import quick_batch
 
     try:
-        return from_logs(lambda query: quick_batch(endpoint.url, [("eth_getLogs", [query])], timeout=timeout)[0],
-                         endpoint.registry, endpoint.start_block, service, environment, key)
+        return policy_name_of_key(lambda query: quick_batch(endpoint.url, [("eth_getLogs", [query])], timeout=timeout)[0],
+                                  endpoint.registry, endpoint.start_block, service, environment, key, which)
     except (ShipledgerError, KeyError, TypeError, ValueError):
         return key
 

@@ -25,6 +25,8 @@ from support import CLI, ENV, Result, assert_no_traceback, clean_env, digest_for
 
 BAD_DIGESTS = ("sha256:xyz", "md5:" + "0" * 32, "")
 KEYLESS = None  # a case run with no key: it fails before a key is needed
+BOOTSTRAP = {"organisations": [{"name": "a", "steward": new_address()}, {"name": "b", "steward": new_address()}],
+             "organisations_needed": 2, "delay": "1h"}
 ANALYSIS = {"source": {"command": "true"}, "metrics": [{"name": "latency", "direction": "increase"}]}
 
 # (argv, the devnet account that runs it, expected exit, a needle the message must hold). argv words are
@@ -39,13 +41,13 @@ CASES = [
     (["member", "list", "--deployment", "{list}"], KEYLESS, 1, "malformed"),
     (["member", "list", "--rpc", "not a url"], KEYLESS, 1, "not a url"),
     (["member", "list", "--rpc", "http://127.0.0.1:1"], KEYLESS, 1, "cannot reach"),
-    (["org", "add", "x", "--keystore", "{missing}"], KEYLESS, 2, "{missing}"),
-    (["org", "add", "x", "--keystore", "{dir}"], KEYLESS, 2, "{dir}"),
-    (["org", "add", "x", "--keystore", "{binary}"], KEYLESS, 2, "{binary}"),
-    (["org", "add", "x", "--keystore", "{garbage}"], KEYLESS, 2, "{garbage}"),
-    (["org", "add", "x", "--keystore", "{obj}"], KEYLESS, 2, "{obj}"),
-    (["org", "add", "x", "--keystore", "{list}"], KEYLESS, 2, "{list}"),
-    (["org", "add", "x", "--key-env", "NO_SUCH_VAR"], KEYLESS, 2, "NO_SUCH_VAR"),
+    (["org", "add", "x", "--steward", "{address}", "--keystore", "{missing}"], KEYLESS, 2, "{missing}"),
+    (["org", "add", "x", "--steward", "{address}", "--keystore", "{dir}"], KEYLESS, 2, "{dir}"),
+    (["org", "add", "x", "--steward", "{address}", "--keystore", "{binary}"], KEYLESS, 2, "{binary}"),
+    (["org", "add", "x", "--steward", "{address}", "--keystore", "{garbage}"], KEYLESS, 2, "{garbage}"),
+    (["org", "add", "x", "--steward", "{address}", "--keystore", "{obj}"], KEYLESS, 2, "{obj}"),
+    (["org", "add", "x", "--steward", "{address}", "--keystore", "{list}"], KEYLESS, 2, "{list}"),
+    (["org", "add", "x", "--steward", "{address}", "--key-env", "NO_SUCH_VAR"], KEYLESS, 2, "NO_SUCH_VAR"),
     (["--rpc"], KEYLESS, 2, "--rpc"),
     ([], KEYLESS, 2, "COMMAND"),
     (["frobnicate"], KEYLESS, 2, "frobnicate"),
@@ -54,31 +56,59 @@ CASES = [
     (["devnet", "up", "--port", "0"], KEYLESS, 2, "port"),
     (["devnet", "up", "--port", "70000"], KEYLESS, 2, "port"),
     # ------------------------------------------------------------------ suite, org, member, role, policy
-    (["suite", "deploy", "--out", "{dir}"], "admin", 2, "{dir}"),
-    (["suite", "deploy", "--out", "{fresh}"], KEYLESS, 2, "key"),
-    (["suite", "deploy", "--out", "{binary}/book.json"], "admin", 2, "{binary}"),
-    (["org", "add", ""], "admin", 2, "organisation"),
-    (["org", "add", "x" * 65], "admin", 2, "organisation"),
-    (["member", "add", "0", "{address}"], "admin", 2, "'0'"),
-    (["member", "add", "-1", "{address}"], "admin", 2, "-1"),
-    (["member", "add", "abc", "{address}"], "admin", 2, "abc"),
-    (["member", "add", "1", "0x123"], "admin", 2, "0x123"),
-    (["member", "add", "1", ""], "admin", 2, "''"),
-    (["member", "add", "200", "{address}"], "admin", 3, "200"),
-    (["member", "add", "1", "{address}", "--role", "KING"], "admin", 2, "KING"),
-    (["member", "remove", "nothing"], "admin", 2, "nothing"),
-    (["member", "remove", "{address}"], "admin", 3, "{address}"),
-    (["role", "grant", "KING", "{address}"], "admin", 2, "KING"),
-    (["role", "grant", "", "{address}"], "admin", 2, "role"),
-    (["role", "revoke", "REGISTRAR", "0xzz"], "admin", 2, "0xzz"),
-    (["role", "grant", "REGISTRAR", "{address}"], "outsider", 3, "ADMIN"),
-    (["policy", "set", "", ENV, "--threshold", "1"], "admin", 2, "service"),
-    (["policy", "set", "s", "", "--threshold", "1"], "admin", 2, "environment"),
-    (["policy", "set", "s", ENV, "--threshold", "-1"], "admin", 2, "threshold"),
-    (["policy", "set", "s", ENV, "--threshold", "x"], "admin", 2, "'x'"),
-    (["policy", "set", "s", ENV, "--threshold", "1", "--ttl", "soon"], "admin", 2, "soon"),
-    (["policy", "set", "s", ENV, "--threshold", "1", "--after", "bad name"], "admin", 2, "bad name"),
-    (["policy", "set", "s", ENV, "--threshold", "1", "--freeze-severity", "9"], "admin", 2, "freeze"),
+    (["suite", "deploy", "--out", "{dir}", "--bootstrap", "{bootstrap}"], "admin", 2, "{dir}"),
+    (["suite", "deploy", "--out", "{fresh}", "--bootstrap", "{bootstrap}"], KEYLESS, 2, "key"),
+    (["suite", "deploy", "--out", "{binary}/book.json", "--bootstrap", "{bootstrap}"], "admin", 2, "{binary}"),
+    (["suite", "deploy", "--out", "{fresh}"], "admin", 2, "--bootstrap"),
+    (["suite", "deploy", "--out", "{fresh}", "--bootstrap", "{missing}"], "admin", 2, "{missing}"),
+    (["suite", "deploy", "--out", "{fresh}", "--bootstrap", "{garbage}"], "admin", 2, "not JSON"),
+    (["suite", "deploy", "--out", "{fresh}", "--bootstrap", "{list}"], "admin", 2, "a JSON object"),
+    (["suite", "deploy", "--out", "{fresh}", "--bootstrap", "{obj}"], "admin", 2, "names no organisations"),
+    (["suite", "deploy", "--out", "{fresh}", "--bootstrap", "{bootstrap_k3}"], "admin", 2, "organisations_needed 3"),
+    (["suite", "deploy", "--out", "{fresh}", "--bootstrap", "{bootstrap_typo}"], "admin", 2, "unknown key 'stewards'"),
+    (["org", "add", "", "--steward", "{address}"], "steward", 2, "organisation"),
+    (["org", "add", "x" * 65, "--steward", "{address}"], "steward", 2, "organisation"),
+    (["org", "add", "x"], "steward", 2, "--steward"),
+    (["org", "add", "x", "--steward", "{address}"], "outsider", 3, "is not the steward"),
+    (["member", "add", "0x123"], "steward", 2, "0x123"),
+    (["member", "add", ""], "steward", 2, "''"),
+    (["member", "add", "1", "{address}"], "steward", 2, "unrecognized arguments"),  # v1's ORG ADDRESS
+    (["member", "add", "{address}", "--role", "KING"], "steward", 2, "KING"),
+    (["member", "add", "{address}", "--role", "DEPLOYER"], "steward", 2, "governance propose role-grant"),
+    (["member", "add", "{address}"], "outsider", 3, "is not the steward"),
+    (["member", "remove", "nothing"], "steward", 2, "nothing"),
+    (["member", "remove", "{address}"], "steward", 3, "{address}"),
+    (["role", "grant", "KING", "{address}"], "steward", 2, "KING"),
+    (["role", "grant", "", "{address}"], "steward", 2, "role"),
+    (["role", "revoke", "REGISTRAR", "0xzz"], "steward", 2, "0xzz"),
+    (["role", "grant", "REGISTRAR", "{address}"], "outsider", 3, "is not the steward"),
+    (["role", "grant", "DEPLOYER", "{address}", "--service", "s"], "steward", 2, "--service does not go with DEPLOYER"),
+    (["policy", "set", "", ENV, "--threshold", "1"], "steward", 2, "service"),
+    (["policy", "set", "s", "", "--threshold", "1"], "steward", 2, "environment"),
+    (["policy", "set", "s", ENV, "--threshold", "-1"], "steward", 2, "threshold"),
+    (["policy", "set", "s", ENV, "--threshold", "x"], "steward", 2, "'x'"),
+    (["policy", "set", "s", ENV, "--threshold", "1", "--ttl", "soon"], "steward", 2, "soon"),
+    (["policy", "set", "s", ENV, "--threshold", "1", "--after", "bad name"], "steward", 2, "bad name"),
+    (["policy", "set", "s", ENV, "--threshold", "1", "--freeze-severity", "9"], "steward", 2, "freeze"),
+    (["policy", "set", "s", ENV, "--threshold", "1", "--resolve-quorum", "0"], "steward", 2, "resolve quorum"),
+    (["policy", "set", "s", ENV, "--threshold", "1", "--require-attestation", "bad type"], "steward", 2, "bad type"),
+    (["policy", "set", "s", ENV, "--threshold", "1", "--require-attestation", "a", "--require-attestation", "a"],
+     "steward", 2, "twice"),
+    # ------------------------------------------------------------------ governance
+    (["governance", "approve", "0"], "steward", 2, "'0'"),
+    (["governance", "approve", "999999"], "steward", 2, "proposal 999999 does not exist"),
+    (["governance", "execute", "999999"], "outsider", 2, "proposal 999999 does not exist"),
+    (["governance", "cancel", "{proposal}"], "outsider", 3, "is not the steward"),
+    (["governance", "approve", "{proposal}"], "steward", 3, "has already approved"),
+    (["governance", "execute", "{proposal}"], "outsider", 3, "has the approval of 1 of the 2"),
+    (["governance", "propose", "settings"], "steward", 2, "--organisations-needed"),
+    (["governance", "propose", "settings", "--delay", "soon"], "steward", 2, "soon"),
+    (["governance", "propose", "steward-set", "0", "{address}"], "steward", 2, "organisation 0 does not exist"),
+    (["attest", "--digest", "{digest}", "--service", "{service}", "--type", "sbom", "--document", "{dir}"], "registrar", 2, "{dir}"),
+    (["attest", "--digest", "{digest}", "--service", "{service}", "--type", "bad type", "--document", "{garbage}"],
+     "registrar", 2, "bad type"),
+    (["attest", "--digest", "{digest}", "--service", "{service}", "--type", "sbom", "--document", "{garbage}"],
+     "outsider", 3, "is not an ATTESTOR of sbom"),
     (["policy", "show", "", ENV], KEYLESS, 2, "service"),
     (["policy", "show", "s", "x" * 65], KEYLESS, 2, "environment"),
     # ------------------------------------------------------------------ register, revoke
@@ -272,11 +302,12 @@ NOBODY_CASES = [
     (["gate", "{secret}", "--service", "s", "--env", ENV], KEYLESS, 2, "{secret}"),
     (["gate", "--digest", "{new_digest}", "--service", "s", "--env", ENV, "--deployment", "{secret}"], KEYLESS, 1, "{secret}"),
     (["member", "list", "--deployment", "{secret}"], KEYLESS, 1, "{secret}"),
-    (["org", "add", "x", "--keystore", "{secret}"], KEYLESS, 2, "{secret}"),
+    (["org", "add", "x", "--steward", "{address}", "--keystore", "{secret}"], KEYLESS, 2, "{secret}"),
+    (["suite", "deploy", "--out", "{fresh}", "--bootstrap", "{secret}"], "admin", 2, "{secret}"),
     (["approvals", "submit", "{secret}"], "outsider", 2, "{secret}"),
     (["approve", "--digest", "{new_digest}", "--service", "s", "--env", ENV, "--sign-only", "--out", "{locked}/vote.json"],
      "approver", 2, "{locked}/vote.json"),
-    (["suite", "deploy", "--out", "{locked}/book.json"], "admin", 2, "{locked}/book.json"),
+    (["suite", "deploy", "--out", "{locked}/book.json", "--bootstrap", "{bootstrap}"], "admin", 2, "{locked}/book.json"),
     (["incident", "resolve", "1", "--postmortem", "{secret}"], "responder", 2, "{secret}"),
     (["canary", "judge", "--baseline", "{secret}", "--canary", "{secret}"], KEYLESS, 2, "{secret}"),
     (["canary", "verify", "{secret}", "--offline"], KEYLESS, 2, "{secret}"),
@@ -342,6 +373,10 @@ def bad(dn, tmp_path_factory) -> dict:
         "samples": write("samples.csv", "latency,1\nlatency,2\n"),
         "analysis": write("analysis.json", json.dumps(ANALYSIS)),
         "state_dir": str(root / "state"), "bad_state_dir": str(bad_state),
+        "bootstrap": write("bootstrap.json", json.dumps(BOOTSTRAP)),
+        "bootstrap_k3": write("bootstrap-k3.json", json.dumps({**BOOTSTRAP, "organisations_needed": 3})),
+        "bootstrap_typo": write("bootstrap-typo.json", json.dumps({**BOOTSTRAP, "stewards": []})),
+        "proposal": str(dn.ledger("steward", 0).set_policy(unique("bad"), ENV, threshold=1).id),
         "address": new_address(), "service": service, "digest": digest, "new_digest": digest_for(unique()),
         "deployment": str(deployment), "incident": str(incident),
         "vote_decision_7": write("vote7.json", json.dumps(_vote(dn, digest, service, decision=7))),
@@ -482,7 +517,7 @@ def test_error_document_names_the_error(dn, tmp_path):
 def test_malformed_keystore_with_a_password_is_usage_error(dn, tmp_path, keystore):
     path = tmp_path / "key.json"
     path.write_text(json.dumps(keystore))
-    result = run_case(dn, ["org", "add", unique("org"), "--keystore", str(path), "--json"], None,
+    result = run_case(dn, ["org", "add", unique("org"), "--steward", new_address(), "--keystore", str(path), "--json"], None,
                       env={"SHIPLEDGER_KEYSTORE_PASSWORD": "pw"})
     check(result, 2, str(path))
 
@@ -530,5 +565,6 @@ def test_signature_that_expires_before_it_is_mined_says_so(dn, tmp_path):
         rpc_call(dn.rpc_url, "evm_setAutomine", [True])
     out, err = proc.communicate(timeout=60)
     result = Result(proc.returncode, out, err, True)
-    check(result, 3, f"expired at {deadline}")
-    assert result.json()["error"]["code"] == "SignatureExpired"
+    # v2: the registry skips the vote (the batch is not reverted), and the CLI names the reason
+    check(result, 3, f"skipped {vote}")
+    assert "expired, its deadline has passed" in result.err and result.json()["error"]["code"] == "NothingRecorded"

@@ -68,14 +68,17 @@ def files(tmp_path):
 
 def test_devnet_up_json_has_accounts_in_three_orgs(dn):
     info = dn.info
-    assert set(info) == {"rpc_url", "deployment", "chain_id", "accounts", "reused"} and info["reused"] is False
+    assert set(info) == {"rpc_url", "deployment", "chain_id", "accounts", "governance", "reused"} and info["reused"] is False
     assert info["rpc_url"] == f"http://127.0.0.1:{dn.port}"
     assert info["chain_id"] == 31337 == int(rpc_call(dn.rpc_url, "eth_chainId"), 16)
+    assert info["governance"] == {"organisations_needed": 2, "delay": 60}
     accounts = info["accounts"]
-    assert set(accounts) == {"admin", "registrar", "deployer", "responder", "approvers", "outsider"}
-    assert len(accounts["approvers"]) == 3
-    assert len({a["org"] for a in accounts["approvers"]}) == 3 and None not in {a["org"] for a in accounts["approvers"]}
-    every = [accounts[p] for p in ("admin", "registrar", "deployer", "responder", "outsider")] + accounts["approvers"]
+    assert set(accounts) == {"admin", "registrar", "deployer", "responder", "approvers", "stewards", "outsider"}
+    assert len(accounts["approvers"]) == len(accounts["stewards"]) == 3
+    # one steward per organisation, in the organisations and order of the approvers
+    assert [a["org"] for a in accounts["stewards"]] == [a["org"] for a in accounts["approvers"]] == ["acme", "globex", "initech"]
+    every = [accounts[p] for p in ("admin", "registrar", "deployer", "responder", "outsider")] + accounts["approvers"] \
+        + accounts["stewards"]
     for entry in every:
         assert set(entry) == {"address", "private_key", "org"}
         assert Account.from_key(entry["private_key"]).address == entry["address"]
@@ -83,15 +86,20 @@ def test_devnet_up_json_has_accounts_in_three_orgs(dn):
     # the files it promises, relative to the working directory
     assert dn.book.is_file() and (dn.workdir / ".shipledger" / "devnet" / "state.json").is_file()
     book = json.loads(dn.book.read_text())
-    assert book["chain_id"] == 31337 and book["admin"] == accounts["admin"]["address"]
-    assert set(book["contracts"]) == {"ReleaseRegistry", "DeploymentLedger"}
+    assert book["chain_id"] == 31337 and book["deployer"] == accounts["admin"]["address"]
+    assert set(book["contracts"]) == {"ReleaseRegistry", "Governance", "DeploymentLedger"}
     ledger = dn.ledger()
-    assert ledger.has_role("ADMIN", accounts["admin"]["address"])
-    for part, role in (("registrar", "REGISTRAR"), ("deployer", "DEPLOYER"), ("responder", "RESPONDER")):
+    for part, role in (("registrar", "REGISTRAR"), ("registrar", "ATTESTOR"), ("deployer", "DEPLOYER"), ("responder", "RESPONDER")):
         assert ledger.has_role(role, accounts[part]["address"])
     for approver in accounts["approvers"]:
         assert ledger.has_role("APPROVER", approver["address"]) and ledger.organisation_of(approver["address"]) > 0
-    assert not any(ledger.has_role(r, accounts["outsider"]["address"]) for r in ("ADMIN", "REGISTRAR", "APPROVER"))
+    for n, steward in enumerate(accounts["stewards"], 1):
+        assert ledger.steward_organisation(steward["address"]) == n
+    # "admin" deployed the suite and holds nothing afterwards; the outsider holds nothing either
+    for part in ("admin", "outsider"):
+        assert not any(ledger.has_role(r, accounts[part]["address"]) for r in ("REGISTRAR", "APPROVER", "DEPLOYER", "RESPONDER", "ATTESTOR"))
+        assert ledger.steward_organisation(accounts[part]["address"]) == 0 and ledger.organisation_of(accounts[part]["address"]) == 0
+    assert not ledger.registry.functions.hasRole(b"\0" * 32, accounts["admin"]["address"]).call()
 
 
 def test_devnet_up_again_reuses_running_devnet(dn):
@@ -120,60 +128,69 @@ def test_devnet_down_stops_node_and_forgets_book(tmp_path):
 # ============================================================================ suite deploy
 
 
-def test_suite_deploy_writes_new_book_with_signer_as_admin(dn, tmp_path):
+def _bootstrap(tmp_path, dn, **extra) -> Path:
+    path = tmp_path / "bootstrap.json"
+    stewards = dn.info["accounts"]["stewards"]
+    path.write_text(json.dumps({
+        "organisations": [{"name": s["org"], "steward": s["address"]} for s in stewards],
+        "members": [{"address": dn.address("registrar"), "organisation": "acme"},
+                    {"address": dn.address("approver", 1), "organisation": "globex", "approver": True}],
+        "roles": [{"role": "REGISTRAR", "scope": "api", "address": dn.address("registrar")}],
+        "policies": [{"service": "api", "environment": "prod", "threshold": 1, "ttl": "7d", "required_attestations": ["sbom"]}],
+        "organisations_needed": 2, "delay": "48h", **extra}))
+    return path
+
+
+def test_suite_deploy_with_a_bootstrap_leaves_the_deployer_no_role(dn, tmp_path):
     out = tmp_path / "books" / "staging.json"
-    data = ok(dn.as_("admin", "suite", "deploy", "--out", out, "--rpc", dn.rpc_url, "--json"))
+    data = ok(dn.as_("admin", "suite", "deploy", "--out", out, "--bootstrap", _bootstrap(tmp_path, dn), "--rpc", dn.rpc_url, "--json"))
     assert data["deployment"] == str(out) and data["chain_id"] == dn.info["chain_id"]
-    assert data["admin"] == dn.address("admin")
+    assert data["deployer"] == dn.address("admin") and data["governance"] == {"organisations_needed": 2, "delay": 48 * 3600}
     written = json.loads(out.read_text())
     assert written["contracts"] == data["contracts"]
     devnet_book = json.loads(dn.book.read_text())
-    for name in ("ReleaseRegistry", "DeploymentLedger"):
+    for name in ("ReleaseRegistry", "Governance", "DeploymentLedger"):
         assert data["contracts"][name]["address"] != devnet_book["contracts"][name]["address"]
-    ledger = Ledger.connect(dn.rpc_url, out)  # checks chain id and code at both addresses
-    assert ledger.has_role("ADMIN", dn.address("admin"))
-    assert not ledger.has_role("ADMIN", dn.address("registrar"))
-    assert ledger.members() == []  # a fresh, empty consortium
+    ledger = Ledger.connect(dn.rpc_url, out)  # checks chain id and code at every address
+    assert ledger.has_role("REGISTRAR", dn.address("registrar"), "api") and not ledger.has_role("REGISTRAR", dn.address("registrar"))
+    assert ledger.has_role("APPROVER", dn.address("approver", 1)) and ledger.organisation_of(dn.address("approver", 1)) == 2
+    assert ledger.policy("api", "prod").ttl == 7 * 86400 and len(ledger.policy("api", "prod").required_attestation_keys) == 1
+    assert {m["address"] for m in ledger.members()} == {dn.address("registrar"), dn.address("approver", 1)}
+    assert not ledger.registry.functions.hasRole(b"\0" * 32, dn.address("admin")).call()
+    assert ledger.organisation_of(dn.address("admin")) == ledger.steward_organisation(dn.address("admin")) == 0
 
 
 def test_suite_deploy_refuses_to_overwrite_without_force(dn, tmp_path):
-    out = tmp_path / "book.json"
-    first = ok(dn.as_("admin", "suite", "deploy", "--out", out, "--rpc", dn.rpc_url, "--json"))
+    out, bootstrap = tmp_path / "book.json", _bootstrap(tmp_path, dn)
+    first = ok(dn.as_("admin", "suite", "deploy", "--out", out, "--bootstrap", bootstrap, "--rpc", dn.rpc_url, "--json"))
     nonce = dn.nonce("admin")
-    fails(dn.as_("admin", "suite", "deploy", "--out", out, "--rpc", dn.rpc_url, "--json"), 2, "--force")
+    fails(dn.as_("admin", "suite", "deploy", "--out", out, "--bootstrap", bootstrap, "--rpc", dn.rpc_url, "--json"), 2, "--force")
     assert json.loads(out.read_text())["contracts"] == first["contracts"]
     assert dn.nonce("admin") == nonce  # refused before sending anything
-    second = ok(dn.as_("admin", "suite", "deploy", "--out", out, "--rpc", dn.rpc_url, "--force", "--json"))
+    second = ok(dn.as_("admin", "suite", "deploy", "--out", out, "--bootstrap", bootstrap, "--rpc", dn.rpc_url, "--force", "--json"))
     assert second["contracts"] != first["contracts"]
     assert json.loads(out.read_text())["contracts"] == second["contracts"]
+
+
+def test_suite_deploy_refuses_a_bad_bootstrap_before_sending(dn, tmp_path):
+    nonce = dn.nonce("admin")
+    for extra, needle in (({"members": [{"address": dn.address("registrar"), "organisation": "nowhere"}]}, "nowhere"),
+                          ({"roles": [{"role": "KING", "address": dn.address("registrar")}]}, "unknown role 'KING'"),
+                          ({"delay": "soon"}, "soon"), ({"organisations_needed": 0}, "organisations_needed 0")):
+        fails(dn.as_("admin", "suite", "deploy", "--out", tmp_path / "x.json", "--bootstrap", _bootstrap(tmp_path, dn, **extra),
+                     "--json"), 2, needle)
+    assert dn.nonce("admin") == nonce and not (tmp_path / "x.json").exists()
 
 
 # ============================================================================ consortium
 
 
-def test_org_add_prints_new_org_id(dn):
-    name = unique("org")
-    data = ok(dn.as_("admin", "org", "add", name, "--json"))
-    assert data["name"] == name and isinstance(data["org"], int) and data["org"] > 3
-    added = dn.history(kind="organisation-added")
-    assert added[-1].fields == {"org": data["org"], "name": name}
-
-
-def test_member_add_with_role_list_and_remove(dn):
-    address = new_address()
-    data = ok(dn.as_("admin", "member", "add", "1", address, "--role", "APPROVER", "--json"))
-    assert data["address"] == address and data["org"] == 1 and data["roles"] == ["APPROVER"]
-    assert len(data["txs"]) == 2  # addMember + grantRole
+def test_member_list_shows_organisations_and_roles(dn):
     members = {m["address"]: m for m in ok(dn.run("member", "list", "--json"))["members"]}
-    assert members[address] == {"address": address, "org": 1, "organisation": "acme", "roles": ["APPROVER"]}
     for approver in dn.info["accounts"]["approvers"]:
-        assert members[approver["address"]]["organisation"] == approver["org"]
-
-    removed = ok(dn.as_("admin", "member", "remove", address, "--json"))
-    assert removed["address"] == address and TX_KEYS <= set(removed)
-    members = {m["address"] for m in ok(dn.run("member", "list", "--json"))["members"]}
-    assert address not in members
-    assert not dn.ledger().has_role("APPROVER", address)
+        assert members[approver["address"]]["organisation"] == approver["org"] and members[approver["address"]]["roles"] == ["APPROVER"]
+    assert members[dn.address("registrar")]["roles"] == ["REGISTRAR", "ATTESTOR"]
+    assert dn.address("steward", 0) not in members and dn.address("admin") not in members
 
 
 def test_member_list_prints_a_line_per_member_without_json(dn):
@@ -184,32 +201,12 @@ def test_member_list_prints_a_line_per_member_without_json(dn):
         assert any(line.startswith(approver["address"]) and approver["org"] in line for line in lines)
 
 
-def test_role_grant_and_revoke(dn):
-    address = new_address()
-    granted = ok(dn.as_("admin", "role", "grant", "deployer", address, "--json"))
-    assert granted["role"] == "DEPLOYER" and granted["address"] == address and TX_KEYS <= set(granted)
-    assert dn.ledger().has_role("DEPLOYER", address)
-    revoked = ok(dn.as_("admin", "role", "revoke", "DEPLOYER", address, "--json"))
-    assert revoked["role"] == "DEPLOYER" and TX_KEYS <= set(revoked)
-    assert not dn.ledger().has_role("DEPLOYER", address)
-
-
-def test_role_grant_unknown_role_is_usage_error(dn):
-    nonce = dn.nonce("admin")
-    fails(dn.as_("admin", "role", "grant", "KING", new_address(), "--json"), 2, "unknown role 'KING'")
-    assert dn.nonce("admin") == nonce
-
-
 def test_member_add_unknown_role_sends_nothing(dn):
     address = new_address()
-    nonce = dn.nonce("admin")
-    fails(dn.as_("admin", "member", "add", "1", address, "--role", "BOGUS", "--json"), 2, "unknown role")
-    assert dn.nonce("admin") == nonce
+    nonce = dn.nonce("steward", 0)
+    fails(dn.as_("steward", "member", "add", address, "--role", "BOGUS", "--json"), 2, "unknown role")
+    assert dn.nonce("steward", 0) == nonce
     assert address not in {m["address"] for m in dn.ledger().members()}
-
-
-def test_member_add_org_out_of_range_is_usage_error(dn):
-    one_line(fails(dn.as_("admin", "member", "add", "300", new_address(), "--json"), 2, "300"))
 
 
 # ============================================================================ policies
@@ -217,21 +214,30 @@ def test_member_add_org_out_of_range_is_usage_error(dn):
 
 def test_policy_set_parses_durations_and_show_reads_it_back(dn):
     service = unique()
-    data = ok(dn.as_("admin", "policy", "set", service, ENV, "--threshold", "2", "--min-orgs", "2", "--ttl", "7d",
-                     "--wait", "1h", "--after", "staging", "--freeze-severity", "2", "--json"))
+    proposed = ok(dn.as_("steward", "policy", "set", service, ENV, "--threshold", "2", "--min-orgs", "2", "--ttl", "7d",
+                         "--wait", "1h", "--after", "staging", "--freeze-severity", "2", "--resolve-quorum", "2",
+                         "--require-attestation", "sbom", "--require-attestation", "provenance", "--json"))
+    assert TX_KEYS <= set(proposed) and proposed["change"]["input"][:6] == [2, 2, 7 * 86400, 3600, 2, 2]
+    data = dn.passed(proposed["proposal_id"])
+    assert data.executed
     expected = {
         "service": service, "environment": ENV, "threshold": 2, "min_organisations": 2, "ttl": 7 * 86400,
-        "min_wait": 3600, "freeze_severity": 2, "version": 1,
+        "min_wait": 3600, "freeze_severity": 2, "version": 1, "resolve_quorum": 2,
         "prior_environment_key": "0x" + Web3.keccak(text="staging").hex().removeprefix("0x"),
         "prior_environment": "staging",  # by name, from the PolicySet event (the chain keeps the hash)
+        "required_attestation_keys": ["0x" + Web3.keccak(text=t).hex().removeprefix("0x") for t in ("sbom", "provenance")],
+        "required_attestations": ["sbom", "provenance"],
     }
-    assert data["policy"] == expected and TX_KEYS <= set(data)
     assert ok(dn.run("policy", "show", service, ENV, "--json")) == {"policy": expected}
 
-    again = ok(dn.as_("admin", "policy", "set", service, ENV, "--threshold", "1", "--ttl", "90m", "--json"))
-    assert again["policy"]["version"] == 2 and again["policy"]["ttl"] == 5400
-    assert again["policy"]["prior_environment_key"] == again["policy"]["prior_environment"] == ""
-    assert again["policy"]["min_wait"] == 0
+    weaker = ok(dn.as_("steward", "policy", "set", service, ENV, "--threshold", "1", "--ttl", "90m", "--json"))
+    again = ok(dn.as_("steward", "governance", "approve", weaker["proposal_id"], "--json", index=1))
+    assert again["state"] == "scheduled"  # a lower threshold and no prior environment weaken: it waits
+    dn.advance(61)
+    policy = ok(dn.as_("outsider", "governance", "execute", weaker["proposal_id"], "--json"))["new_state"]["policy"]
+    assert policy["version"] == 2 and policy["ttl"] == 5400
+    assert policy["prior_environment_key"] == policy["prior_environment"] == "" and policy["required_attestations"] == []
+    assert policy["min_wait"] == 0
 
 
 def test_policy_show_without_policy_prints_null(dn):
@@ -239,12 +245,12 @@ def test_policy_show_without_policy_prints_null(dn):
 
 
 def test_policy_set_bad_duration_is_usage_error(dn):
-    result = dn.as_("admin", "policy", "set", unique(), ENV, "--threshold", "1", "--ttl", "7x")
+    result = dn.as_("steward", "policy", "set", unique(), ENV, "--threshold", "1", "--ttl", "7x")
     fails(result, 2, "duration")
 
 
 def test_policy_set_empty_duration_is_usage_error(dn):
-    fails(dn.as_("admin", "policy", "set", unique(), ENV, "--threshold", "1", "--ttl", ""), 2, "duration")
+    fails(dn.as_("steward", "policy", "set", unique(), ENV, "--threshold", "1", "--ttl", ""), 2, "duration")
 
 
 # ============================================================================ register
@@ -434,8 +440,9 @@ def test_approve_sign_only_then_outsider_submits(dn, tmp_path):
     assert event.fields["approver"] == dn.address("approver", 2) and event.fields["bySignature"] is True
     assert event.tx_hash == submitted["tx_hash"]
     assert dn.run("gate", "--digest", digest, "--service", service, "--env", ENV).code == 0
-    # the same signature again: its nonce is spent
-    fails(dn.as_("outsider", "approvals", "submit", signature_file, "--json"), 3, "already used")
+    assert on_disk["signed_at"] <= event.fields["signedAt"] + 1 and event.fields["signedAt"] == on_disk["signed_at"]
+    # the same signature again: its nonce is spent, the registry skips it and nothing is recorded
+    fails(dn.as_("outsider", "approvals", "submit", signature_file, "--json"), 3, "nonce_used", "already used")
 
 
 def test_approvals_submit_unreadable_file_is_usage_error(dn, files):
@@ -614,10 +621,11 @@ def test_cli_missing_required_option_is_usage_error(dn, args):
 
 
 @pytest.mark.parametrize("args", [
-    ("org", "add", "nokey"),
+    ("org", "add", "nokey", "--steward", new_address()),
     ("register", "--digest", digest_for("nokey"), "--service", "nokey", "--version", "1"),
     ("approve", "--digest", digest_for("nokey"), "--service", "nokey", "--env", ENV, "--sign-only", "--out", "v.json"),
-    ("suite", "deploy", "--out", "never.json"),
+    ("suite", "deploy", "--out", "never.json", "--bootstrap", "b.json"),
+    ("governance", "approve", "1"),
 ])
 def test_cli_transaction_without_key_is_usage_error(dn, args):
     one_line(fails(dn.run(*args, "--json"), 2, "SHIPLEDGER_PRIVATE_KEY"))
@@ -625,14 +633,15 @@ def test_cli_transaction_without_key_is_usage_error(dn, args):
 
 
 def test_cli_invalid_key_is_usage_error(dn):
-    result = dn.run("org", "add", unique("org"), "--json", key="0xnot-a-key")
+    result = dn.run("org", "add", unique("org"), "--steward", new_address(), "--json", key="0xnot-a-key")
     message = fails(result, 2, "SHIPLEDGER_PRIVATE_KEY", "valid private key")
     one_line(message)
     assert "0xnot-a-key" not in message  # the secret is not echoed
 
 
 @pytest.mark.parametrize(("part", "args", "role"), [
-    ("registrar", ("org", "add", "intruders"), "ADMIN"),
+    ("registrar", ("org", "add", "intruders", "--steward", new_address()), "is not the steward"),
+    ("registrar", ("governance", "propose", "settings", "--delay", "1s"), "is not the steward"),
     ("approver", ("register", "--digest", digest_for("role"), "--service", "role-test", "--version", "1"), "REGISTRAR"),
     ("registrar", ("deploy", "start", "--digest", digest_for("role"), "--service", "role-test", "--env", ENV), "DEPLOYER"),
     ("deployer", ("incident", "open", "--service", "role-test", "--env", ENV, "--severity", "1", "--title", "x"), "RESPONDER"),
@@ -672,7 +681,7 @@ def _gate_args(book_or_rpc: tuple) -> tuple:
 @pytest.mark.parametrize("command", [
     ("gate", "--digest", digest_for("x"), "--service", "s", "--env", ENV),
     ("status", "s", ENV),
-    ("org", "add", "wrongchain"),
+    ("org", "add", "wrongchain", "--steward", new_address()),
 ])
 def test_cli_wrong_chain_id_in_book_fails(dn, bad_books, command):
     result = dn.as_("admin", *command, "--json", "--deployment", bad_books["wrong_chain"])
@@ -710,11 +719,12 @@ def test_cli_missing_book_fails(dn, tmp_path):
     ("gate", "--digest", digest_for("x"), "--service", "s", "--env", ENV),
     ("status", "s", ENV),
     ("register", "--digest", digest_for("x"), "--service", "s", "--version", "1"),
-    ("suite", "deploy", "--out", "down.json"),
+    ("suite", "deploy", "--out", "down.json", "--bootstrap", "{bootstrap}"),
 ])
-def test_cli_rpc_down_fails(dn, command):
+def test_cli_rpc_down_fails(dn, command, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
-    result = dn.as_("registrar", *command, "--json", "--rpc", dead)
+    bootstrap = _bootstrap(tmp_path, dn)
+    result = dn.as_("registrar", *(w.format(bootstrap=bootstrap) for w in command), "--json", "--rpc", dead)
     one_line(fails(result, 1, "cannot reach"))
     assert not (dn.workdir / "down.json").exists()
 
@@ -905,17 +915,17 @@ def test_approve_concurrent_threads_share_one_ledger(dn):
 
 # A long-lived Ledger (the rollout controller is one) must survive another process using its key.
 def test_ledger_survives_cli_using_the_same_key(dn):
-    admin = dn.ledger("admin")
-    admin.add_organisation(unique("org"))
-    ok(dn.as_("admin", "org", "add", unique("org"), "--json"))
-    assert isinstance(admin.add_organisation(unique("org")), int)
+    steward = dn.ledger("steward", 2)
+    steward.propose(steward.change_org_add(unique("org"), new_address()))
+    ok(dn.as_("steward", "org", "add", unique("org"), "--steward", new_address(), "--json", index=2))
+    assert steward.propose(steward.change_org_add(unique("org"), new_address())).state == "pending"
 
 
 def test_history_table_summarises_every_event_kind(dn):
     """Last in the file, so the devnet's history holds every kind the tests above produced."""
     kinds = {row["kind"] for row in ok(dn.run("history", "--json"))["events"]}
     assert {"registered", "approved", "rejected", "withdrawn", "revoked", "deployed", "promoted", "completed", "failed",
-            "rolled-back", "incident-opened", "incident-resolved", "policy-set", "role-granted"} <= kinds
+            "rolled-back", "incident-opened", "incident-resolved", "policy-set", "member-added"} <= kinds
     table = dn.run("history", "--format", "table")
     assert table.code == 0 and table.err == ""
     assert {line.split()[2] for line in table.out.splitlines()[1:]} == kinds

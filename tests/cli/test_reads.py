@@ -60,15 +60,16 @@ def test_member_list_takes_members_from_the_index_and_roles_from_the_contract(dn
     db = tmp_path / "index.sqlite"
     before = {m["address"] for m in ok(dn.run("member", "list", "--db", db, "--json"))["members"]}
     address = new_address()
-    admin = dn.ledger("admin")
-    admin.add_member(1, address, ["APPROVER", "DEPLOYER"])
+    steward = dn.ledger("steward", 0)
+    steward.add_member(address, approver=True)
+    dn.passed(steward.propose(steward.change_role(True, "DEPLOYER", address)).id)
     assert address not in {m["address"] for m in ok(dn.run("member", "list", "--db", db, "--no-sync", "--json"))["members"]}
     members = {m["address"]: m for m in ok(dn.run("member", "list", "--db", db, "--json"))["members"]}
     assert set(members) == before | {address}
     assert members[address] == {"address": address, "org": 1, "organisation": "acme", "roles": ["APPROVER", "DEPLOYER"]}
 
-    admin.revoke_role("DEPLOYER", address)
-    admin.remove_member(address)
+    dn.passed(steward.propose(steward.change_role(False, "DEPLOYER", address)).id)
+    steward.remove_member(address)
     stale = {m["address"]: m for m in ok(dn.run("member", "list", "--db", db, "--no-sync", "--json"))["members"]}
     assert stale[address]["roles"] == []  # still a member in the stale index; its roles are read now
     assert address not in {m["address"] for m in ok(dn.run("member", "list", "--db", db, "--json"))["members"]}
@@ -151,20 +152,20 @@ def test_history_says_when_the_index_rewound(dn, tmp_path):
     db = tmp_path / "index.sqlite"
     snapshot = rpc_call(dn.rpc_url, "evm_snapshot")
     try:
-        orphan = unique("org")
-        dn.ledger("admin").add_organisation(orphan)
-        assert orphan in {e["fields"]["name"] for e in ok(dn.run("history", "--db", db, "--kind", "organisation-added", "--json"))["events"]}
+        orphan = new_address()
+        dn.ledger("steward", 0).add_member(orphan)
+        assert orphan in {e["fields"]["account"] for e in ok(dn.run("history", "--db", db, "--kind", "member-added", "--json"))["events"]}
     finally:
         rpc_call(dn.rpc_url, "evm_revert", [snapshot])  # the blocks holding `orphan` leave the chain
     rpc_call(dn.rpc_url, "evm_increaseTime", [5])
-    replacement = unique("org")
-    dn.ledger("admin").add_organisation(replacement)  # another block at the same height
-    result = dn.run("history", "--db", db, "--kind", "organisation-added", "--json")
-    names = {e["fields"]["name"] for e in ok(result)["events"]}
+    replacement = new_address()
+    dn.ledger("steward", 0).add_member(replacement)  # another block at the same height
+    result = dn.run("history", "--db", db, "--kind", "member-added", "--json")
+    names = {e["fields"]["account"] for e in ok(result)["events"]}
     assert replacement in names and orphan not in names
     assert "rewound" in result.err and str(db) in result.err
     one_line(result.err)
-    quiet = dn.run("history", "--db", db, "--kind", "organisation-added", "--json")
+    quiet = dn.run("history", "--db", db, "--kind", "member-added", "--json")
     assert ok(quiet) and quiet.err == ""  # said once, when it happened
 
 

@@ -16,7 +16,9 @@ import pytest
 from eth_abi import encode as abi_encode
 
 from shipledger import ArtifactSpec
-from shipledger._internal.batch import REGISTER_BATCH_ARGS, REGISTER_BATCH_SELECTOR, batch_calldata, encode_item
+from shipledger import Ledger
+from shipledger._internal.batch import REGISTER_BATCH_ARGS, REGISTER_BATCH_SELECTOR, batch_calldata, encode_item, record_hash_of
+from shipledger.client import record_hash
 from shipledger.network.devnet import rpc_call
 from support import CLI, assert_no_traceback, clean_env, digest_for, fails, ok, one_line, unique
 
@@ -40,14 +42,15 @@ def block_number(dn) -> int:
 
 
 def on_chain(dn, lines: list[dict]) -> list[bool]:
-    """Whether each line is registered with its digest (one digestOf per line, many per request)."""
+    """Whether each line is registered with exactly its record (one recordOf per line, many per request)."""
     from shipledger._internal.batch import _read_calls
     from shipledger._internal.rpc import Rpc
 
     registry = json.loads(dn.book.read_text())["contracts"]["ReleaseRegistry"]["address"]
-    calls = [_read_calls(registry, (bytes.fromhex(l["digest"][7:]), l["service"], l["version"]))[0] for l in lines]
+    items = [Ledger.validate_spec(ArtifactSpec(**line)) for line in lines]
+    calls = [_read_calls(registry, item)[0] for item in items]
     results = Rpc(dn.rpc_url).fetch("eth_call", [c[1] for c in calls], 500)
-    return [r[2:] == l["digest"][7:] for r, l in zip(results, lines)]
+    return [r == record_hash(item) for r, item in zip(results, items)]
 
 
 # ============================================================================ encoding
@@ -55,11 +58,13 @@ def on_chain(dn, lines: list[dict]) -> list[bool]:
 
 def test_hand_encoded_calldata_matches_eth_abi():
     z = b"\0" * 32
-    items = [(secrets.token_bytes(32), "s" * n, "v€" * n, secrets.token_bytes(32), 2**64 - 1 - n, z, secrets.token_bytes(32),
-              "ü" * (n * 7)) for n in (0, 1, 15, 16, 31, 32, 33, 64)]
+    items = [(secrets.token_bytes(32), "s" * n, "v€" * n, n % 4, secrets.token_bytes(32), 2**64 - 1 - n, z,
+              secrets.token_bytes(32), "ü" * (n * 7)) for n in (0, 1, 15, 16, 31, 32, 33, 64)]
     for count in (1, 2, len(items)):
         expected = REGISTER_BATCH_SELECTOR + abi_encode([REGISTER_BATCH_ARGS], [items[:count]])
         assert batch_calldata([encode_item(i) for i in items[:count]]) == expected
+    for item in items:  # the identity the registry keeps: keccak256(abi.encode(input))
+        assert "0x" + record_hash_of(encode_item(item)).hex() == record_hash(item)
 
 
 # ============================================================================ reruns
@@ -221,7 +226,7 @@ def test_lost_node_mid_batch_names_the_line_and_what_was_recorded(dn, tmp_path):
 def test_batch_without_registrar_role_is_denied_in_a_sentence(dn, tmp_path):
     batch = write(tmp_path / "norole.jsonl", lines_for(unique(), 3))
     nonce = dn.nonce("approver")
-    message = fails(dn.as_("approver", "register", "--batch", batch, "--json"), 3, "does not hold the role REGISTRAR")
+    message = fails(dn.as_("approver", "register", "--batch", batch, "--json"), 3, "is not a REGISTRAR of")
     one_line(message)
     assert dn.nonce("approver") == nonce
 
@@ -233,14 +238,29 @@ def test_conflicts_with_the_ledger_name_the_line_and_send_nothing(dn, tmp_path):
     version_taken = lines_for(service, 3, start=2)
     version_taken.insert(1, {"digest": digest_for("another build"), "service": service, "version": "1"})
     message = fails(dn.as_("registrar", "register", "--batch", write(tmp_path / "v.jsonl", version_taken), "--json"), 3,
-                    f"{tmp_path / 'v.jsonl'}:2:", f"{service} 1 is already registered with another digest ({recorded})",
+                    f"{tmp_path / 'v.jsonl'}:2:", f"{service} 1 is already registered with a different record (record hash {dn.ledger().record_of(service, '1')})",
                     "nothing was sent")
     one_line(message)
     digest_taken = lines_for(service, 2, start=10) + [{"digest": recorded, "service": service, "version": "9"}]
     message = fails(dn.as_("registrar", "register", "--batch", write(tmp_path / "d.jsonl", digest_taken), "--json"), 3,
                     f"{tmp_path / 'd.jsonl'}:3:", f"artifact {recorded} is already registered for {service} under another version",
                     f"registered by {dn.address('registrar')}")
-    assert dn.nonce("registrar") == nonce and dn.ledger().digest_of(service, "10") is None
+    assert dn.nonce("registrar") == nonce and dn.ledger().record_of(service, "10") is None
+
+
+@pytest.mark.parametrize("change", [{"kind": "config"}, {"commit": "ab" * 20}, {"uri": "https://forged.example"}])
+def test_the_same_digest_and_version_with_another_field_is_a_conflict_not_a_rerun(dn, tmp_path, change):
+    """Identity is the whole record: a line that differs from the chain's only in kind, commit or URI
+    is refused (exit 3, nothing sent), where v1 skipped it as already registered."""
+    service = unique()
+    line = {"digest": digest_for(service), "service": service, "version": "1"}
+    dn.register(service, "1", line["digest"])
+    nonce = dn.nonce("registrar")
+    batch = write(tmp_path / "forged.jsonl", [{**line, **change}])
+    fails(dn.as_("registrar", "register", "--batch", batch, "--json"), 3, f"{batch}:1:", "different record", "nothing was sent")
+    assert dn.nonce("registrar") == nonce
+    again = ok(dn.as_("registrar", "register", "--batch", write(tmp_path / "same.jsonl", [line]), "--json"))
+    assert (again["registered"], again["already"]) == (0, 1)  # the identical record is a rerun
 
 
 @pytest.mark.parametrize("second", [
