@@ -133,6 +133,9 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal(request, exc: Exception):
+        import logging
+
+        logging.getLogger("shipledger.serve").error("internal error on %s", request.url.path, exc_info=exc)
         return error_response(500, "InternalError", f"internal error: {exc.__class__.__name__}")
 
 

@@ -36,6 +36,10 @@ def when(timestamp) -> str:
     return dt.datetime.fromtimestamp(int(timestamp), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def none_as(value, text: str = "n/a"):
+    return text if value is None else value
+
+
 def short(digest: str) -> str:
     return digest[:19] + "…" if digest and len(digest) > 19 else digest or ""
 
@@ -211,8 +215,11 @@ def add_pages(app, st) -> None:
                     f" {e(d['status'])} at {e(d['percent'])}%)")
 
         policy = data["policy"]
+        db = st(request).reader_db().db
+        titles = {i["id"]: (db.execute("SELECT title FROM incident_opened WHERE id = ?", (i["id"],)).fetchone() or [""])[0]
+                  for i in data["open_incidents"]}  # the chain keeps no title, its event does
         facts = [("Live", deployment(data["live"])), ("Rolling", deployment(data["active"])),
-                 ("Open incidents", ", ".join(f"#{e(i['id'])} severity {e(i['severity'])} {e(i['status'])}: {e(i['title'])}"
+                 ("Open incidents", ", ".join(f"#{e(i['id'])} severity {e(i['severity'])} {e(i['status'])}: {e(titles[i['id']])}"
                                               for i in data["open_incidents"]) or "none"),
                  ("Freeze", "frozen by an open incident" if any(
                      policy and policy.get("freeze_severity") and i["severity"] <= policy["freeze_severity"]
@@ -236,8 +243,8 @@ def add_pages(app, st) -> None:
         numbers = [("Production deployments", e(report["deployments"])), ("Completed", e(report["completed"])),
                    ("Change failure rate", e(rate(report["change_failure_rate"]))),
                    ("Deployments per week", e(report["deployments_per_week"] if report["deployments_per_week"] is not None else "n/a")),
-                   ("Median lead time (s)", e(report["lead_time"].get("median"))),
-                   ("Median time to restore (s)", e(report["time_to_restore"].get("median"))),
+                   ("Median lead time (s)", e(none_as(report["lead_time"].get("median")))),
+                   ("Median time to restore (s)", e(none_as(report["time_to_restore"].get("median")))),
                    ("Unresolved incidents", e(report["unresolved_incidents"]))]
         findings = table(["Rule", "Where", "Finding"], [[e(f["rule"]), e(f["deployment"] or f["address"] or f["block"]), e(f["message"])]
                                                          for f in audit["findings"]])
