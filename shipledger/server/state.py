@@ -174,18 +174,22 @@ class State:
     # ------------------------------------------------------------------ releases waiting for votes
 
     def waiting(self) -> tuple[int, list[dict]]:
-        """(block, releases held by a vote reason), computed once per block."""
+        """(block, releases held by a vote reason), computed once per head block and indexed block:
+        the gate answers at the head, the candidates and tallies come from the index, which may
+        catch up with that head a moment later."""
         from shipledger.server.votes import now, waiting_releases
 
         block = self.known_head()
+        key = (block, self.synced_block)
         cached = self._waiting
-        if cached and cached[0] == block:
-            return cached
+        if cached and cached[0] == key:
+            return cached[1]
         with self._waiting_lock:
-            if self._waiting and self._waiting[0] == block:
-                return self._waiting
-            self._waiting = (block, waiting_releases(self.reader_db().db, self.gates, block, now()))
-            return self._waiting
+            if self._waiting and self._waiting[0] == key:
+                return self._waiting[1]
+            answer = (block, waiting_releases(self.reader_db().db, self.gates, block, now()))
+            self._waiting = (key, answer)
+            return answer
 
     def close(self) -> None:
         self.index.close()

@@ -220,3 +220,15 @@ def test_relay_is_off_without_a_key_and_headers_are_strict(dn):
         assert srv.get("/v1/openapi.json").json()["paths"]["/v1/gate"]["get"]["responses"]["503"]
     finally:
         srv.stop()
+
+
+def test_grafana_dashboard_reads_only_metrics_the_server_exports(server):
+    import re
+    from pathlib import Path
+
+    import shipledger.server
+
+    dashboard = json.loads((Path(shipledger.server.__file__).parent / "grafana-dashboard.json").read_text())
+    wanted = {name for p in dashboard["panels"] for t in p["targets"] for name in re.findall(r"shipledger_[a-z_]+", t["expr"])}
+    exported = set(re.findall(r"^# TYPE (\S+)", server.get("/metrics").body.decode(), re.MULTILINE))
+    assert len(wanted) == 7 and wanted <= exported, wanted - exported
