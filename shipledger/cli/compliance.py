@@ -25,21 +25,22 @@ from shipledger.models import Verdict
 PENDING_SHOWN = 5  # newest registrations listed under "pending approvals"
 
 
-def cmd_status(args) -> int:
+def status_data(source, service: str, env: str, open_index) -> dict:
+    """What `status` shows (and the server's /v1/status): the target's live and rolling deployments,
+    open incidents, policy and pending approvals. source: an index Endpoint; open_index() returns the
+    index to read, called after the contracts' state is read (the CLI syncs it there)."""
     from shipledger._internal.gatecall import decode_gate_result, encode_gate_call
-    from shipledger._internal.names import check_name, format_digest
+    from shipledger._internal.names import format_digest
     from shipledger._internal.reader import Reader
     from shipledger.models import Deployment, Incident, Policy
 
-    service, env = check_name("service", args.service), check_name("environment", args.env)
     # The current state from the contracts' getters (O(1) calls, batched, without web3: its imports
     # alone cost more than the rest); what happened before (versions, the artifact each deployment
     # started with, what was never deployed here) from the index. The state is read before the
     # sync, so the synced index holds every deployment it names.
-    source = index_source(args)
     reader = Reader(source)
     [(live, active)] = reader.calls([("DeploymentLedger", "targetState", [service, env])])
-    index = synced_index(args, source)
+    index = open_index()
     try:
         releases = {i: index.started_release(i) or ("", "") for i in (live, active) if i}
         never_started = index.never_started(service, env, PENDING_SHOWN)
@@ -70,8 +71,19 @@ def cmd_status(args) -> int:
         pending.append({"digest": digest_text(digest), "version": version, "allowed": gate.allowed, "reason": gate.reason,
                         "details": details})
     incidents = [asdict(Incident.from_call(i, raw)) for i, raw in zip(incident_ids, incidents)]
-    data = {"service": args.service, "environment": args.env, "live": described.get(live), "active": described.get(active),
+    return {"service": service, "environment": env, "live": described.get(live), "active": described.get(active),
             "open_incidents": incidents, "pending_approvals": pending, "policy": policy_json}
+
+
+def cmd_status(args) -> int:
+    from shipledger._internal.names import check_name
+
+    service, env = check_name("service", args.service), check_name("environment", args.env)
+    source = index_source(args)
+    data = status_data(source, service, env, lambda: synced_index(args, source))
+    policy = data["policy"]
+    incidents = data["open_incidents"]
+    pending = data["pending_approvals"]
     if args.json:
         emit(args, data)
         return EXIT_OK
@@ -81,8 +93,8 @@ def cmd_status(args) -> int:
         f"  live:      {'%s (deployment %d)' % (live['version'], live['id']) if live else 'nothing'}",
         f"  rolling:   {'%s (deployment %d) at %d%%' % (active['version'], active['id'], active['percent']) if active else 'nothing'}",
         f"  incidents: {', '.join('#%d sev%d %s' % (i['id'], i['severity'], i['status']) for i in incidents) or 'none open'}",
-        f"  policy:    {'version %d' % policy.version if policy else 'none (everything denied)'}"
-        + (f", after a deployment to {data['policy']['prior_environment']}" if policy and policy.prior_environment_key else ""),
+        f"  policy:    {'version %d' % policy['version'] if policy else 'none (everything denied)'}"
+        + (f", after a deployment to {policy['prior_environment']}" if policy and policy['prior_environment_key'] else ""),
     ] + [f"  pending:   {p['version']} {p['digest'][:19]}.. {'ready' if p['allowed'] else gate_sentence(p['reason'], p['details'])}"
          for p in pending]
     for line in lines:  # versions are free text from the chain

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import os
 import re
@@ -76,6 +77,29 @@ def args_json(args: dict) -> str:
     return json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def export_lines(rows: Iterable[dict], fmt: str) -> Iterator[str]:
+    """The text of an export, a line at a time (a CSV's header first): what write_export writes and
+    what the server streams, so both give the same file."""
+    if fmt not in FORMATS:
+        raise UsageError(f"format {fmt!r} must be one of {', '.join(FORMATS)}")
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+
+        def line(values) -> str:
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerow(values)
+            return buffer.getvalue()
+
+        yield line(COLUMNS)
+        for row in rows:
+            yield line([args_json(row["args"]) if c == "args" else row[c] for c in COLUMNS])
+    else:
+        for row in rows:
+            yield json.dumps({c: row[c] for c in COLUMNS}, ensure_ascii=False) + "\n"
+
+
 def write_export(rows: Iterable[dict], path: str | Path, fmt: str) -> int:
     """Write records to path atomically (a temporary file beside it, then os.replace): a failure at
     any point leaves the previous file, or none, never half an export. Returns the record count."""
@@ -89,15 +113,9 @@ def write_export(rows: Iterable[dict], path: str | Path, fmt: str) -> int:
     try:
         os.fchmod(handle, created_mode())  # mkstemp's 0600 would ignore the umask
         with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
-            if writer:
-                writer.writerow(COLUMNS)
-            for row in rows:
-                if writer:
-                    writer.writerow([args_json(row["args"]) if c == "args" else row[c] for c in COLUMNS])
-                else:
-                    out.write(json.dumps({c: row[c] for c in COLUMNS}, ensure_ascii=False) + "\n")
-                count += 1
+            for number, line in enumerate(export_lines(rows, fmt)):
+                out.write(line)
+                count += number > 0 or fmt != "csv"  # a CSV's header is no record
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
