@@ -44,14 +44,18 @@ def status_data(source, service: str, env: str, open_index) -> dict:
     try:
         releases = {i: index.started_release(i) or ("", "") for i in (live, active) if i}
         never_started = index.never_started(service, env, PENDING_SHOWN)
+        # Suite v2 keeps only counts of open incidents per target (openIncidentCounts); which ones
+        # are open comes from the index's IncidentOpened, their current state from getIncident.
+        opened = [int(r[0]) for r in index.db.execute(
+            "SELECT id FROM incident_opened WHERE service = ? AND environment = ? ORDER BY block_number, log_index",
+            (service, env))]
     finally:
         index.close()
     ids = list(releases)
-    *deployments, incident_ids, policy = reader.calls(
-        [("DeploymentLedger", "getDeployment", [i]) for i in ids]
-        + [("DeploymentLedger", "openIncidents", [service, env]), ("ReleaseRegistry", "getPolicy", [service, env])],
+    *deployments, policy = reader.calls(
+        [("DeploymentLedger", "getDeployment", [i]) for i in ids] + [("ReleaseRegistry", "getPolicy", [service, env])],
         none_on=("PolicyNotFound",))
-    incidents = reader.calls([("DeploymentLedger", "getIncident", [i]) for i in incident_ids])
+    incidents = reader.calls([("DeploymentLedger", "getIncident", [i]) for i in opened])
     gates = reader.raw([("DeploymentLedger", encode_gate_call(bytes.fromhex(d[2:]), service, env)) for d, _ in never_started])
 
     def digest_text(digest: str) -> str:
@@ -70,7 +74,8 @@ def status_data(source, service: str, env: str, open_index) -> dict:
         details = {**gate.details, "environment": prior} if prior and "environment_key" in gate.details else gate.details
         pending.append({"digest": digest_text(digest), "version": version, "allowed": gate.allowed, "reason": gate.reason,
                         "details": details})
-    incidents = [asdict(Incident.from_call(i, raw)) for i, raw in zip(incident_ids, incidents)]
+    incidents = [asdict(incident) for incident in (Incident.from_call(i, raw) for i, raw in zip(opened, incidents))
+                 if incident.status != "resolved"]
     return {"service": service, "environment": env, "live": described.get(live), "active": described.get(active),
             "open_incidents": incidents, "pending_approvals": pending, "policy": policy_json}
 

@@ -55,8 +55,9 @@ class GateDecision(BaseModel):
 
 
 class Artifact(BaseModel):
-    artifact: dict[str, Any] = Field(description="the registration: digest, version, registrant, commit, provenance, sbom, uri")
+    artifact: dict[str, Any] = Field(description="the registration: digest, version, kind, registrant, commit, provenance, sbom, uri")
     steps: list[dict[str, Any]] = Field(description="the chain of custody, as `shipledger trace --json`")
+    attestations: list[dict[str, Any]] = Field(description="AttestationRecorded for this artifact: type, document, uri, attestor")
 
 
 class Pending(BaseModel):
@@ -82,9 +83,16 @@ class Status(BaseModel):
 
 
 class RelayAnswer(BaseModel):
-    tx: dict[str, Any] | None = Field(description="the transaction (null when every vote was skipped)")
-    submitted: list[dict[str, Any]]
-    skipped: list[dict[str, Any]] = Field(description="votes already on chain or already sent by this relay, with why")
+    tx: dict[str, Any] | None = Field(description="the transaction (null when no vote was sent)")
+    submitted: list[dict[str, Any]] = Field(description="votes the registry recorded")
+    skipped: list[dict[str, Any]] = Field(description="votes not recorded, each with its reason (the registry's: bad_signature,"
+                                                      " expired, nonce_used, ...; or already_submitted by this relay) and tx_hash")
+
+
+class Proposals(BaseModel):
+    block: int
+    proposals: list[dict[str, Any]] = Field(description="every governance proposal: proposal_id, kind, state, approvals, needed,"
+                                                        " organisations, weakening, executable_at, executed, change")
 
 
 class Health(BaseModel):
@@ -303,6 +311,12 @@ def create_app(state_factory) -> FastAPI:
         """The numbers of `shipledger report --json` (commit times only as the ledger holds them)."""
         return dora_of(st(request), service, environment, since, until, prod_env)
 
+    @app.get("/v1/proposals", response_model=Proposals, tags=["reads"])
+    def proposals(request: Request, state: Literal["pending", "scheduled", "executed", "cancelled"] | None = None):
+        """Governance proposals and where each stands (from the Governance contract at the head block)."""
+        block, found = st(request).proposals()
+        return {"block": block, "proposals": [p for p in found if state is None or p["state"] == state]}
+
     # ------------------------------------------------------------------ the relay
 
     relay_limit = RateLimit(1.0, 10)
@@ -342,7 +356,7 @@ def create_app(state_factory) -> FastAPI:
         except Exception as exc:
             state.relay_outcomes[votes.relay_outcome(exc)] += 1
             raise
-        state.relay_outcomes["submitted" if answer["tx"] else "skipped"] += 1
+        state.relay_outcomes["submitted" if answer["submitted"] else "skipped"] += 1
         return JSONResponse(answer)
 
     # ------------------------------------------------------------------ operations
@@ -400,10 +414,12 @@ def create_app(state_factory) -> FastAPI:
 
 SIGNED_VOTE_SCHEMA = {
     "type": "object",
-    "required": ["signer", "digest", "service", "environment", "decision", "nonce", "deadline", "chain_id", "registry", "signature"],
+    "required": ["signer", "digest", "service", "environment", "decision", "nonce", "signed_at", "deadline", "chain_id",
+                 "registry", "signature"],
     "properties": {"signer": {"type": "string"}, "digest": {"type": "string"}, "service": {"type": "string"},
                    "environment": {"type": "string"}, "decision": {"type": "integer", "description": "1 approve, 2 reject"},
-                   "nonce": {"type": "integer"}, "deadline": {"type": "integer"}, "chain_id": {"type": "integer"},
+                   "nonce": {"type": "integer"}, "signed_at": {"type": "integer", "description": "unix time the vote was signed"},
+                   "deadline": {"type": "integer"}, "chain_id": {"type": "integer"},
                    "registry": {"type": "string"}, "signature": {"type": "string"}},
     "additionalProperties": False,
 }
@@ -451,7 +467,21 @@ def trace_of(state: State, digest: str, service: str) -> dict:
     if db.execute("SELECT 1 FROM artifact_registered WHERE digest = ? AND service = ?", (key, service)).fetchone() is None:
         raise NotFound(f"sha256:{key[2:]} is not registered for {service} (as far as the index has synced)")
     result = trace(db, key, service)
-    return {"artifact": {k: v for k, v in asdict(result).items() if k != "steps"}, "steps": [asdict(s) for s in result.steps]}
+    [kind] = db.execute("SELECT kind FROM artifact_registered WHERE digest = ? AND service = ?", (key, service)).fetchone()
+    attested = db.execute(
+        "SELECT attestation_type, document_digest, uri, attestor, block_number, timestamp, tx_hash FROM attestation_recorded"
+        " WHERE digest = ? AND service = ? ORDER BY block_number, log_index", (key, service)).fetchall()
+    return {"artifact": {**{k: v for k, v in asdict(result).items() if k != "steps"}, "kind": votes.artifact_kind(kind)},
+            "steps": [asdict(s) for s in result.steps],
+            "attestations": [{"type": r["attestation_type"], "document": _sha256(r["document_digest"]), "uri": r["uri"],
+                              "attestor": r["attestor"], "block": r["block_number"], "time": r["timestamp"], "tx": r["tx_hash"]}
+                             for r in attested]}
+
+
+def _sha256(value: str | None) -> str:
+    from shipledger.compliance.trace import _sha
+
+    return _sha(value)
 
 
 def status_of_target(state: State, service: str, environment: str) -> dict:

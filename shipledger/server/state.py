@@ -71,6 +71,9 @@ class State:
         self.relay_outcomes: Counter = Counter()
         self._waiting: tuple[int, list] | None = None
         self._waiting_lock = threading.Lock()
+        self._proposals: tuple[int, list[dict]] | None = None
+        self._governance = None  # a Ledger without a signer, opened on the first /v1/proposals
+        self._proposals_lock = threading.Lock()
         self.relay = None
         if config.relayer_key:
             from shipledger._internal.reader import Reader
@@ -107,10 +110,11 @@ class State:
             index = self._local.index = Index.open(self.config.db, read_only=True)
         return index
 
-    def prior_name(self, service: str, environment: str, key: str) -> str:
+    def prior_name(self, service: str, environment: str, key: str, which: str = "prior") -> str:
+        """The prior environment's (or with which="attestation", the attestation type's) name for its hash."""
         from shipledger.cli.shared import prior_environment_name
 
-        return prior_environment_name(self.endpoint, service, environment, key, timeout=POLL_TIMEOUT)
+        return prior_environment_name(self.endpoint, service, environment, key, timeout=POLL_TIMEOUT, which=which)
 
     # ------------------------------------------------------------------ the head
 
@@ -187,9 +191,26 @@ class State:
         with self._waiting_lock:
             if self._waiting and self._waiting[0] == key:
                 return self._waiting[1]
-            answer = (block, waiting_releases(self.reader_db().db, self.gates, block, now()))
+            # The chain's clock decides whether an approval expired (a devnet's may run ahead of ours).
+            answer = (block, waiting_releases(self.reader_db().db, self.gates, block, self.head.timestamp or now()))
             self._waiting = (key, answer)
             return answer
+
+    # ------------------------------------------------------------------ governance
+
+    def proposals(self) -> tuple[int, list[dict]]:
+        """(block, every governance proposal as Proposal.to_json()), read from the chain once per head
+        block (the Governance contract holds where each stands; there are few)."""
+        block = self.known_head()
+        with self._proposals_lock:
+            if self._proposals and self._proposals[0] == block:
+                return self._proposals
+            if self._governance is None:
+                from shipledger.client import Ledger
+
+                self._governance = Ledger.connect(self.config.rpc_url, self.config.book, rpc_timeout=POLL_TIMEOUT)
+            self._proposals = (block, [p.to_json() for p in self._governance.proposals()])
+            return self._proposals
 
     def close(self) -> None:
         self.index.close()

@@ -1,7 +1,7 @@
 """Everything in the server that knows the shape of a vote or of the gate's answer: the gate cached
 per block, the tally of a release from the index, what waits for an approver, and the relay of
-signed votes. Suite v2 (votes with signer and signedAt, governance approvals) changes this module
-and nothing else in shipledger/server/.
+signed votes (suite v2: a vote names its signer and when it was signed; the registry records what it
+can of a batch and says why it skipped the rest).
 
 The gate is asked with the same encoding as `shipledger gate` (shipledger/_internal/gatecall.py), at
 the block the server last saw, so one answer per (block, artifact, target) is cached; any failure to
@@ -21,6 +21,7 @@ from shipledger.errors import ConnectionFailed, ShipledgerError, UsageError
 # Gate reasons a vote can change: a release held by one of these is waiting for approvers.
 VOTE_REASONS = frozenset({"not_enough_approvals", "not_enough_organisations", "approvals_expired"})
 DECISIONS = {1: "approved", 2: "rejected"}  # the registry's Decision enum (0: none)
+ALREADY_SUBMITTED = "already_submitted"  # a skip reason of the relay's own: this process sent the vote before
 PENDING_PER_TARGET = 20  # newest never-deployed artifacts of a target looked at for the Inbox
 MAX_VOTES_PER_RELAY = 64
 CACHE_BLOCKS = 2  # gate answers of this many recent blocks are kept
@@ -70,6 +71,9 @@ class GateCache:
                 allowed, reason, details = decode_gate_answer(bytes.fromhex(raw.removeprefix("0x")))
                 if "environment_key" in details:  # denied for a prior environment: name it, not its hash
                     details = {**details, "environment": self.name_prior(target[1], target[2], details["environment_key"])}
+                if "attestation_key" in details:  # and a missing attestation by its type's name
+                    details = {**details, "attestation_type": self.name_prior(target[1], target[2], details["attestation_key"],
+                                                                              "attestation")}
                 fresh[(block, *target)] = GateAnswer(allowed, reason, details, block)
             with self._lock:
                 if self._answers and min(k[0] for k in self._answers) < block - CACHE_BLOCKS:
@@ -95,22 +99,27 @@ def policies(db) -> dict[tuple[str, str], dict]:
 
 def votes(db, digest_hex: str, service: str, environment: str) -> list[dict]:
     """Standing votes on one release, the latest action of each approver winning: approver, org,
-    decision (approved|rejected), block, time, policy version, by signature."""
+    decision (approved|rejected), block, time, signed_at (when the vote was decided: the ttl runs from
+    it), policy version, by signature. A freed vote slot (the approver was removed) drops its votes:
+    a re-admitted approver starts with none, as on chain."""
     rows = db.execute(
-        "SELECT 'approved' AS decision, approver, org, block_number, log_index, timestamp, policy_version, by_signature"
-        " FROM artifact_approved WHERE digest = ? AND service = ? AND environment = ?"
-        " UNION ALL SELECT 'rejected', approver, org, block_number, log_index, timestamp, policy_version, by_signature"
-        " FROM artifact_rejected WHERE digest = ? AND service = ? AND environment = ?"
-        " UNION ALL SELECT 'withdrawn', approver, 0, block_number, log_index, timestamp, 0, 0"
-        " FROM vote_withdrawn WHERE digest = ? AND service = ? AND environment = ? ORDER BY 4, 5",
+        "SELECT 'approved' AS decision, approver, org, block_number, log_index, timestamp, policy_version, by_signature,"
+        " signed_at FROM artifact_approved WHERE digest = ? AND service = ? AND environment = ?"
+        " UNION ALL SELECT 'rejected', approver, org, block_number, log_index, timestamp, policy_version, by_signature,"
+        " signed_at FROM artifact_rejected WHERE digest = ? AND service = ? AND environment = ?"
+        " UNION ALL SELECT 'withdrawn', approver, 0, block_number, log_index, timestamp, 0, 0, 0"
+        " FROM vote_withdrawn WHERE digest = ? AND service = ? AND environment = ?"
+        " UNION ALL SELECT 'freed', account, 0, block_number, log_index, timestamp, 0, 0, 0 FROM approver_slot_freed"
+        " ORDER BY 4, 5",
         (digest_hex, service, environment) * 3).fetchall()
     standing: dict[str, dict] = {}
     for r in rows:
-        if r["decision"] == "withdrawn":
+        if r["decision"] in ("withdrawn", "freed"):
             standing.pop(r["approver"], None)
         else:
             standing[r["approver"]] = {"approver": r["approver"], "org": r["org"], "decision": r["decision"],
                                        "block": r["block_number"], "time": r["timestamp"],
+                                       "signed_at": int(r["signed_at"] or r["timestamp"]),
                                        "policy_version": r["policy_version"], "by_signature": bool(r["by_signature"])}
     return list(standing.values())
 
@@ -121,7 +130,7 @@ def tally(db, digest_hex: str, service: str, environment: str, policy: dict | No
     standing = votes(db, digest_hex, service, environment)
     version, ttl = (policy or {}).get("version"), (policy or {}).get("ttl") or 0
     counted = [v for v in standing if v["decision"] == "approved" and v["policy_version"] == version
-               and (not ttl or v["time"] + ttl >= now)]
+               and (not ttl or v["signed_at"] + ttl >= now)]
     return {
         "votes": standing,
         "approvals": len(counted),
@@ -130,7 +139,7 @@ def tally(db, digest_hex: str, service: str, environment: str, policy: dict | No
         "threshold": (policy or {}).get("threshold"),
         "min_organisations": (policy or {}).get("min_organisations"),
         "ttl": ttl,
-        "expires_at": min((v["time"] + ttl for v in counted), default=None) if ttl else None,
+        "expires_at": min((v["signed_at"] + ttl for v in counted), default=None) if ttl else None,
     }
 
 
@@ -160,7 +169,7 @@ def waiting_releases(db, gates: GateCache, block: int, now: int) -> list[dict]:
             continue
         waiting.append({
             "digest": format_digest(bytes.fromhex(row["digest"][2:])), "service": row["service"], "environment": environment,
-            "version": row["version"], "kind": "artifact",  # suite v2 adds artifact kinds
+            "version": row["version"], "kind": artifact_kind(row["kind"]),
             "commit": _commit(row["commit"]), "committed_at": row["committed_at"], "registrant": row["registrant"],
             "provenance": _sha(row["provenance"]), "sbom": _sha(row["sbom"]), "uri": row["uri"],
             "registered_at": row["timestamp"], "registered_block": row["block_number"],
@@ -169,6 +178,13 @@ def waiting_releases(db, gates: GateCache, block: int, now: int) -> list[dict]:
         })
     waiting.sort(key=lambda w: (w["registered_block"], w["service"], w["environment"]))
     return waiting
+
+
+def artifact_kind(value) -> str:
+    """The registry's ArtifactKind (build, image, config, infrastructure) as the index stores it."""
+    from shipledger.client import ARTIFACT_KINDS
+
+    return ARTIFACT_KINDS[int(value)] if value is not None and 0 <= int(value) < len(ARTIFACT_KINDS) else str(value)
 
 
 def pending_for(waiting: list[dict], approver: str) -> list[dict]:
@@ -205,14 +221,16 @@ def parse_signed_votes(body) -> list:
 
 
 class Relay:
-    """Submits signed votes with the relayer's account, one submission at a time. A vote whose
-    (signer, nonce) the chain has used, or that this relay has already sent, is skipped and said so:
+    """Submits signed votes with the relayer's account, one submission at a time. The registry records
+    what it can of a batch and skips the rest with a reason (bad_signature, expired, nonce_used, ...:
+    client.SKIP_REASONS); the answer names the transaction, what it recorded and what it skipped and
+    why. A vote whose nonce the chain has used, or that this relay has already sent, is not sent again:
     a client that retries after a lost answer gets the first transaction back, never a second one."""
 
     def __init__(self, ledger, reader):
         self.ledger, self.reader = ledger, reader  # a Ledger with the relayer's signer; a Reader
         self._lock = threading.Lock()
-        self._sent: dict[tuple[str, int], str] = {}  # (signer, nonce) -> tx hash
+        self._sent: dict[tuple[str, int], tuple[str, str | None]] = {}  # (signer, nonce) -> (tx hash, skip reason or None)
 
     @property
     def address(self) -> str:
@@ -228,19 +246,29 @@ class Relay:
             fresh, skipped = [], []
             for vote, is_used in zip(signed, used):
                 key = (vote.signer.lower(), vote.nonce)
-                if key in self._sent or is_used:
-                    skipped.append({"signer": vote.signer, "nonce": str(vote.nonce), "tx_hash": self._sent.get(key),
-                                    "reason": "already submitted" if key in self._sent else "its nonce is used on chain"})
+                if key in self._sent:  # the first answer's reason stands: recorded, or why the chain skipped it
+                    tx_hash, reason = self._sent[key]
+                    skipped.append(_skip(vote, reason or ALREADY_SUBMITTED, tx_hash))
+                elif is_used:
+                    skipped.append(_skip(vote, "nonce_used", None))
                 elif key not in {(v.signer.lower(), v.nonce) for v in fresh}:
                     fresh.append(vote)
             if not fresh:
                 return {"tx": None, "submitted": [], "skipped": skipped}
-            receipt = self.ledger.submit_approvals(fresh)  # reverts come back typed: InvalidSignature, SignatureExpired...
-            for vote in fresh:
-                self._sent[(vote.signer.lower(), vote.nonce)] = receipt.tx_hash
+            receipt, refused = self.ledger.submit_approvals(fresh)  # a bad vote is skipped on chain, not reverted
+            reasons = {int(r["index"]): r["reason"] for r in refused}
+            for index, vote in enumerate(fresh):
+                self._sent[(vote.signer.lower(), vote.nonce)] = (receipt.tx_hash, reasons.get(index))
+        recorded = [v for i, v in enumerate(fresh) if i not in reasons]
+        skipped += [_skip(fresh[i], reason, receipt.tx_hash) for i, reason in sorted(reasons.items())]
         return {"tx": asdict(receipt), "skipped": skipped,
                 "submitted": [{"signer": v.signer, "nonce": str(v.nonce), "digest": v.digest, "service": v.service,
-                               "environment": v.environment, "decision": DECISIONS.get(v.decision, str(v.decision))} for v in fresh]}
+                               "environment": v.environment, "decision": DECISIONS.get(v.decision, str(v.decision)),
+                               "signed_at": v.signed_at} for v in recorded]}
+
+
+def _skip(vote, reason: str, tx_hash: str | None) -> dict:
+    return {"signer": vote.signer, "nonce": str(vote.nonce), "digest": vote.digest, "reason": reason, "tx_hash": tx_hash}
 
 
 def relay_outcome(exc: BaseException | None) -> str:

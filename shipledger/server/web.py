@@ -149,7 +149,8 @@ def add_pages(app, st) -> None:
         except ShipledgerError as exc:
             return failed(request, exc, "")
         a = data["artifact"]
-        facts = [("Service", e(a["service"])), ("Version", e(a["version"])), ("Digest", f"<code>{e(a['digest'])}</code>"),
+        facts = [("Service", e(a["service"])), ("Version", e(a["version"])), ("Kind", e(a["kind"])),
+                 ("Digest", f"<code>{e(a['digest'])}</code>"),
                  ("Registrant", f"<code>{e(a['registrant'])}</code>"), ("Commit", f"<code>{e(a['commit']) or '–'}</code>"),
                  ("Committed at", e(when(a["committed_at"]) or "–")), ("Provenance", f"<code>{e(a['provenance']) or '–'}</code>"),
                  ("SBOM", f"<code>{e(a['sbom']) or '–'}</code>"), ("URI", e(a["uri"]) or "–"),
@@ -159,7 +160,11 @@ def add_pages(app, st) -> None:
             f'<li class="step {e(s["kind"])}"><span class="when">{e(when(s["timestamp"]))} · block {e(s["block_number"])}</span>'
             f'<span class="kind">{e(s["kind"])}</span> <span class="env">{e(s["environment"])}</span>'
             f'<p>{e(s["summary"])}</p><small>tx <code>{e(s["tx_hash"])}</code></small></li>' for s in data["steps"])
-        return page(request, f"{a['service']} {a['version']}", f"{record}<h2>Chain of custody</h2><ol class=\"timeline\">{steps}</ol>")
+        attestations = table(["Type", "Document", "URI", "Attestor", "When"],
+                             [[e(t["type"]), f"<code>{e(short(t['document'])) or '–'}</code>", e(t["uri"]) or "–",
+                               f"<code>{e(t['attestor'])}</code>", e(when(t["time"]))] for t in data["attestations"]])
+        return page(request, f"{a['service']} {a['version']}", f"{record}<h2>Attestations</h2>{attestations}"
+                    f"<h2>Chain of custody</h2><ol class=\"timeline\">{steps}</ol>")
 
     @app.get("/history", include_in_schema=False)
     def history(request: Request):

@@ -97,9 +97,10 @@ def test_reads_are_the_cli_answers(dn, server):
         assert ok(dn.run("verify-export", served, "--json"))["ok"] is True
 
     # the artifact: `shipledger trace --json`
-    artifact = server.get(f"/v1/artifacts/{digest}?service={service}")
+    artifact = server.get(f"/v1/artifacts/{digest}?service={service}").json()
     trace = ok(dn.run("trace", "--digest", digest, "--service", service, "--json", "--db", str(dn.workdir / "cli.sqlite")))
-    assert artifact.json() == trace
+    assert artifact["steps"] == trace["steps"]
+    assert artifact["artifact"] == {**trace["artifact"], "kind": "build"} and artifact["attestations"] == []
     unknown = error_of(server.get(f"/v1/artifacts/sha256:{'c' * 64}?service={service}"), 404)
     assert "not registered" in unknown["message"]
 
@@ -151,19 +152,38 @@ def _signed(dn, digest, service, signer_key, decision="approve", **kw):
                                 environment=ENV, decision=decision, **kw))
 
 
-def test_relay_refuses_a_forged_signature_with_the_contracts_reason(dn, server):
+def test_relay_names_what_the_registry_skipped_and_why(dn, server):
     service = unique()
     digest = dn.register(service)
     dn.set_policy(service, threshold=1, min_organisations=1)
     forged = _signed(dn, digest, service, Account.create().key.hex())
     forged["signer"] = dn.address("approver", 0)  # claims an approver, signed by someone else
-    refused = error_of(server.post("/v1/relay", forged), 422)
-    assert refused["code"] == "InvalidSignature" and dn.address("approver", 0) in refused["message"]
-    expired = _signed(dn, digest, service, dn.key("approver", 0), deadline=1)
-    assert error_of(server.post("/v1/relay", expired), 422)["code"] == "SignatureExpired"
+    expired = _signed(dn, digest, service, dn.key("approver", 1), deadline=1, signed_at=0)
+    answer = server.post("/v1/relay", [forged, expired])
+    assert answer.status == 200, answer.body
+    body = answer.json()
+    tx = body["tx"]["tx_hash"]
+    assert body["submitted"] == []
+    assert [(s["signer"], s["reason"], s["tx_hash"]) for s in body["skipped"]] == \
+           [(dn.address("approver", 0), "bad_signature", tx), (dn.address("approver", 1), "expired", tx)]
+    # an honest vote in the same batch as a forged one is recorded; its replay is skipped as nonce_used
+    honest = _signed(dn, digest, service, dn.key("approver", 2))
+    forged_again = {**forged, "nonce": forged["nonce"] + 1}
+    mixed = server.post("/v1/relay", [forged_again, honest]).json()
+    assert [s["signer"] for s in mixed["submitted"]] == [dn.address("approver", 2)]
+    assert [s["reason"] for s in mixed["skipped"]] == ["bad_signature"]
+    fresh = Server(dn, "--relayer-key-env", "RELAYER_KEY", env={"RELAYER_KEY": dn.key("outsider")})
+    try:  # a process that never sent it still never sends it twice: the chain says the nonce is used
+        replay = fresh.post("/v1/relay", honest).json()
+    finally:
+        fresh.stop()
+    assert replay["tx"] is None and [s["reason"] for s in replay["skipped"]] == ["nonce_used"]
     assert error_of(server.post("/v1/relay", {"signer": "x"}), 400)["code"] == "UsageError"
-    assert dn.history(service, "approved") == []
-    assert server.get(gate_url(digest, service)).json()["allowed"] is False
+    approved = dn.history(service, "approved")
+    assert [e.fields["approver"] for e in approved] == [dn.address("approver", 2)]
+    assert [e.fields["reason"] for e in dn.history(None, "vote-skipped") if e.tx_hash == tx] == [1, 4]
+    metrics = server.get("/metrics").body.decode()
+    assert 'shipledger_relay_submissions_total{outcome="skipped"} ' in metrics
 
 
 def test_relay_submits_once_however_often_it_is_retried(dn, server):
@@ -232,3 +252,24 @@ def test_grafana_dashboard_reads_only_metrics_the_server_exports(server):
     wanted = {name for p in dashboard["panels"] for t in p["targets"] for name in re.findall(r"shipledger_[a-z_]+", t["expr"])}
     exported = set(re.findall(r"^# TYPE (\S+)", server.get("/metrics").body.decode(), re.MULTILINE))
     assert len(wanted) == 7 and wanted <= exported, wanted - exported
+
+
+def test_proposals_are_the_governance_contracts(dn, server):
+    service = unique()
+    dn.set_policy(service, threshold=1, min_organisations=1)  # proposed, approved, waited out, executed
+    steward = dn.ledger("steward", 0)
+    waiting = steward.propose(steward.change_policy(service, ENV, threshold=2, min_organisations=2))  # one approval of two
+    block = head(dn)
+    answer = server.until("/v1/proposals", lambda a: a.status == 200 and a.json()["block"] >= block)
+    expected = json.loads(json.dumps([p.to_json() for p in dn.ledger().proposals()]))
+    assert answer.json() == {"block": block, "proposals": expected}
+    mine = [p for p in answer.json()["proposals"] if p["change"].get("service") == service]
+    assert [(p["state"], p["approvals"], p["needed"], p["executed"]) for p in mine] == \
+           [("executed", 2, 2, True), ("pending", 1, 2, False)]
+    assert mine[1]["proposal_id"] == waiting.id
+    pending = server.get("/v1/proposals?state=pending").json()["proposals"]
+    assert waiting.id in [p["proposal_id"] for p in pending] and all(p["state"] == "pending" for p in pending)
+    assert error_of(server.get("/v1/proposals?state=nonsense"), 400)["code"] == "UsageError"
+    steward.cancel_proposal(waiting.id)
+    cancelled = server.until("/v1/proposals?state=cancelled", lambda a: waiting.id in [p["proposal_id"] for p in a.json()["proposals"]])
+    assert cancelled.status == 200
