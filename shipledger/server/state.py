@@ -47,6 +47,7 @@ class Head:
         self.number: int | None = None
         self.timestamp: int | None = None
         self.heard_at = 0.0  # time.monotonic() of the last answer from the node
+        self.changed_at = 0.0  # time.monotonic() when this block number was first seen
         self.error = "the server has not reached the node yet"
 
 
@@ -130,7 +131,12 @@ class State:
         return head.number
 
     def block_age(self) -> float | None:
-        return None if self.head.timestamp is None else max(0.0, time.time() - self.head.timestamp)
+        """How old the newest block is: by its timestamp, or by when this process first saw it, whichever
+        is older. The second catches a chain whose clock runs ahead of ours (a devnet whose time was
+        moved forward, as governance delays are waited out) and then stalls."""
+        if self.head.timestamp is None:
+            return None
+        return max(0.0, time.time() - self.head.timestamp, time.monotonic() - self.head.changed_at)
 
     def index_lag(self) -> int | None:
         if self.head.number is None:
@@ -148,6 +154,8 @@ class State:
                 self.head.number = None
             return False
         new = number != self.head.number
+        if new:
+            self.head.changed_at = time.monotonic()
         self.head.number, self.head.timestamp, self.head.heard_at, self.head.error = number, timestamp, time.monotonic(), ""
         return new
 
