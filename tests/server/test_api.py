@@ -286,3 +286,29 @@ def test_proposals_are_the_governance_contracts(dn, server):
     steward.cancel_proposal(waiting.id)
     cancelled = server.until("/v1/proposals?state=cancelled", lambda a: waiting.id in [p["proposal_id"] for p in a.json()["proposals"]])
     assert cancelled.status == 200
+
+
+def test_artifact_kind_attestations_and_the_missing_attestation_gate(dn, server):
+    from shipledger.models import ArtifactSpec
+    from support import digest_for
+
+    service = unique()
+    digest = digest_for(f"{service}@1.0.0")
+    registrar = dn.ledger("registrar")  # REGISTRAR and ATTESTOR for all on the devnet
+    registrar.register(ArtifactSpec(digest=digest, service=service, version="1.0.0", kind="image"))
+    dn.set_policy(service, threshold=1, min_organisations=1, required_attestations=("sast",))
+    dn.approve(digest, service, approvers=(0,))
+    denied = server.until(gate_url(digest, service), lambda a: a.status == 200 and a.json()["block"] >= head(dn)).json()
+    assert denied["reason"] == "missing_attestation" and denied["details"]["attestation_type"] == "sast"
+    document = digest_for("sast report <script>")
+    registrar.attest(digest, service, "sast", document, "https://ci.example/sast/1")
+    assert server.until(gate_url(digest, service), lambda a: a.json()["allowed"]).json()["reason"] == "allowed"
+    block = head(dn)
+    server.until("/readyz", lambda a: a.status == 200 and a.json()["indexed_to"] >= block)
+    artifact = server.get(f"/v1/artifacts/{digest}?service={service}").json()
+    assert artifact["artifact"]["kind"] == "image"
+    [attestation] = artifact["attestations"]
+    assert (attestation["type"], attestation["document"], attestation["uri"], attestation["attestor"]) == \
+           ("sast", document, "https://ci.example/sast/1", dn.address("registrar"))
+    page = server.get(f"/artifacts/{digest}?service={service}").body.decode()
+    assert "<dd>image</dd>" in page and "https://ci.example/sast/1" in page
