@@ -67,7 +67,16 @@ def setup_release(state: dict) -> str:
     digest = "sha256:" + secrets.token_hex(32)
     Ledger.connect(state["rpc_url"], state["book"], signer=accounts["registrar"]["private_key"]).register(
         ArtifactSpec(digest=digest, service="bench", version="1.0.0"))
-    Ledger.connect(state["rpc_url"], state["book"], signer=accounts["admin"]["private_key"]).set_policy("bench", "prod", threshold=1)
+    # Suite v2: a policy is a governance proposal. acme's steward proposes, globex's approves; a first
+    # policy weakens, so it waits out the delay (moved past on the devnet's clock) and then executes.
+    from shipledger.network.devnet import rpc_call
+
+    stewards = [Ledger.connect(state["rpc_url"], state["book"], signer=s["private_key"]) for s in accounts["stewards"][:2]]
+    proposal = stewards[1].approve_proposal(stewards[0].set_policy("bench", "prod", threshold=1, min_organisations=1).id)
+    if proposal.state == "scheduled":
+        rpc_call(state["rpc_url"], "evm_increaseTime", [state["governance"]["delay"] + 1])
+        rpc_call(state["rpc_url"], "evm_mine", [])
+        stewards[0].execute_proposal(proposal.id)
     Ledger.connect(state["rpc_url"], state["book"], signer=accounts["approvers"][0]["private_key"]).approve(digest, "bench", "prod")
     return digest
 
