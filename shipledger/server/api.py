@@ -39,7 +39,7 @@ DIGEST_PATTERN = r"^(sha256:|0x)[0-9a-fA-F]{64}$"
 # ---------------------------------------------------------------------- schema
 
 class ErrorBody(BaseModel):
-    code: str = Field(description="the contract's error name (InvalidSignature, ...) or ours (UsageError, ConnectionFailed, ...)")
+    code: str = Field(description="the contract's error name or ours (UsageError, ConnectionFailed, ...)")
     message: str
 
 
