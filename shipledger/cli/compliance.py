@@ -301,7 +301,8 @@ def cmd_audit(args) -> int:
         index.close()
     summary = report.summary
     sentence = (f"audit: {summary['findings']} finding(s); checked {summary['starts']} deployment starts,"
-                f" {summary['rollbacks']} rollbacks, {summary['contracts_checked']} contracts and"
+                f" {summary['rollbacks']} rollbacks, {summary['votes']} votes, {summary['proposals']} proposals"
+                f" ({summary['executions']} executed), the history heads of {summary['contracts_checked']} contracts and"
                 f" {summary['blocks_checked']} blocks{' (all)' if args.full else ' (a sample)'}")
     if args.json:
         emit(args, {"clean": report.clean, "findings": [asdict(f) for f in report.findings], "summary": summary})

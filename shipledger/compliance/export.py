@@ -249,7 +249,7 @@ def _names_problems(record: dict, args: dict) -> list[str]:
 
     service, environment = record["service"], record["environment"]
     problems = []
-    if "target" in args:
+    if isinstance(args.get("target"), str) and _HASH.match(args["target"]):  # a target key, not ProposalCreated's address
         if "0x" + target_key(service, environment).hex() != args["target"]:
             problems.append(f"service/environment {service!r}/{environment!r} do not match the log's target {args['target']}")
         return problems

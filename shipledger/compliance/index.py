@@ -325,7 +325,8 @@ def _event_type(contract: str, item: dict) -> EventType:
                 columns.append((f"{snake_case(arg['name'])}_{snake_case(c['name'])}", _column_type(c["type"])))
         else:
             columns.append((snake_case(arg["name"]), _column_type(arg["type"])))
-    has_target = any(arg["name"] == "target" for arg in item["inputs"])
+    # keyed by a target (keccak of service and environment); ProposalCreated's `target` is an address
+    has_target = any(arg["name"] == "target" and arg["type"] == "bytes32" for arg in item["inputs"])
     indexed = [i for i in item["inputs"] if i.get("indexed")]
     plain = [i for i in item["inputs"] if not i.get("indexed")]
     if has_target:
@@ -812,7 +813,7 @@ class Index:
                     self._chunk = min(size * 2, MAX_CHUNK)
                 pending = fetch(end + 1, (end, end_block["hash"])) if end < head else None
                 checkpoint = self._write(logs, end_block, targets, checkpoint)
-                self._added += len(logs)
+                self._added += self._written
                 if progress:
                     progress(end - start + 1, head - start + 1)
         finally:
@@ -884,7 +885,7 @@ class Index:
             service, environment = args.get("service", ""), args.get("environment", "")
             if event.kind in ("deployed", "incident-opened"):
                 targets[_target_key(service, environment)] = (service, environment)
-            elif "target" in args:
+            elif event.has_target:
                 service, environment = targets.get(args["target"], ("", ""))
             event_rows.append((
                 number, index, block_hash, tx_hash, int(log["transactionIndex"], 16), timestamp, event.contract,
@@ -913,6 +914,7 @@ class Index:
             db.execute("ROLLBACK")
             raise
         self._heads = heads
+        self._written = len(event_rows)
         return end, end_block["hash"]
 
     def _rewind(self, rpc, suite) -> None:
