@@ -129,8 +129,9 @@ class Devnet:
         return self.workdir / self.info["deployment"]
 
     def account(self, part: str, index: int = 0) -> dict:
-        entry = self.info["accounts"][part + "s" if part == "approver" else part]
-        return entry[index] if part == "approver" else entry
+        listed = part in ("approver", "steward")  # one per organisation
+        entry = self.info["accounts"][part + "s" if listed else part]
+        return entry[index] if listed else entry
 
     def key(self, part: str, index: int = 0) -> str:
         return self.account(part, index)["private_key"]
@@ -168,7 +169,16 @@ class Devnet:
         return digest
 
     def set_policy(self, service: str, env: str = ENV, threshold: int = 2, **policy) -> None:
-        self.ledger("admin").set_policy(service, env, threshold=threshold, **policy)
+        """As the consortium (K = 2): acme's steward proposes, globex's approves, and a weakening
+        change waits out the governance delay (anvil time travel) and executes."""
+        proposal = self.ledger("steward", 0).set_policy(service, env, threshold=threshold, **policy)
+        second = self.ledger("steward", 1)
+        proposal = second.approve_proposal(proposal.id)
+        if proposal.state == "scheduled":
+            rpc_call(self.rpc_url, "evm_increaseTime", [self.info["governance"]["delay"]])
+            rpc_call(self.rpc_url, "evm_mine", [])
+            proposal = second.execute_proposal(proposal.id)
+        assert proposal.state == "executed", proposal
 
     def approve(self, digest: str, service: str, env: str = ENV, approvers=(0, 1)) -> None:
         for index in approvers:

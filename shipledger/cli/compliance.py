@@ -332,14 +332,15 @@ def cmd_export(args) -> int:
 
 
 def _filter_text(args) -> str:
-    """The history filters given, as the export's `filter` column says them ("" for none)."""
+    """The history filters given, as the export's `filter` column says them ("" for none), e.g.
+    "service=pay kind=deployed" (no leading '-': a spreadsheet would take the cell for a formula)."""
     parts = []
-    for option, value in (("--service", args.service), ("--env", args.env), ("--digest", args.digest),
-                          ("--approver", args.approver), ("--org", args.org), ("--since", args.since),
-                          ("--until", args.until)):
+    for option, value in (("service", args.service), ("env", args.env), ("digest", args.digest),
+                          ("approver", args.approver), ("org", args.org), ("since", args.since),
+                          ("until", args.until)):
         if value is not None:
-            parts.append(f"{option} {value}")
-    parts += [f"--kind {kind}" for kind in args.kind or ()]
+            parts.append(f"{option}={value}")
+    parts += [f"kind={kind}" for kind in args.kind or ()]
     return " ".join(parts)
 
 

@@ -371,18 +371,18 @@ def check_completeness(lines: list[Line], receipts: dict, rpc: Rpc, book: dict |
     """The chain of history heads over the file (see the module docstring). Appends a problem to
     `mismatches` for each line where the chain breaks; file-wide problems go in the result."""
     records = [line for line in lines if line.record is not None]
-    if len(records) != len(lines):
-        return Completeness(False, "some lines cannot be read, so the history they belong to cannot be rebuilt")
     if not records:
-        return Completeness(None, "the export holds no records")
+        return Completeness(None, "the export holds no readable records")
     if any("head" not in line.record or "count" not in line.record for line in records):
         return Completeness(None, "the export carries no history heads (it was written before suite v2), so it "
                                   "cannot be proven complete; its lines were verified one by one")
-    filters = {line.record.get("filter") or "" for line in records}
+    filters = {str(line.record.get("filter") or "") for line in records}
     if filters != {""}:
         named = sorted(f for f in filters if f)
         return Completeness(None, f"the export is filtered ({'; '.join(named)}): it leaves records out on purpose, so "
                                   f"it cannot be proven complete; its lines were verified one by one")
+    if len(records) != len(lines):
+        return Completeness(False, "some lines cannot be read, so the history they belong to cannot be rebuilt")
     as_of = {line.record.get("as_of_block") for line in records}
     last_block = max(line.record["block_number"] for line in records)
     if len(as_of) != 1 or not isinstance(next(iter(as_of)), int) or next(iter(as_of)) < last_block:
@@ -427,9 +427,11 @@ def check_completeness(lines: list[Line], receipts: dict, rpc: Rpc, book: dict |
                 why = "it repeats or comes before a record already in the file (a line added or moved)"
             flag(line, f"history: this is record {count + 1} of {name} in the file's order but the line says record "
                        f"{record['count']} ({why})")
-            # Go on from what the line states, so each break is reported once.
+            # Go on from what the line states when it is ahead (records dropped before it), so each
+            # break is reported once; a line that repeats or comes back in time leaves the run as it was.
             valid = isinstance(stated[1], int) and not isinstance(stated[1], bool) and _HEAD.match(stated[0])
-            running[address] = stated if valid else expected
+            if valid and stated[1] > count:
+                running[address] = stated
         else:
             running[address] = expected
 
