@@ -207,6 +207,23 @@ def _word_reader(abi_type: str):
     return None
 
 
+def _word_array(abi_type: str):
+    """A reader of a dynamic array of value types (`T[]`) whose offset word is at `at`, counted from
+    `base` (0 at the top level, a struct's start inside one); None for other types."""
+    if not re.fullmatch(r"[a-z0-9]+\[\]", abi_type) or _word_reader(abi_type[:-2]) is None:
+        return None
+    element = _word_reader(abi_type[:-2])
+
+    def read(data, at, base=0):
+        offset = base + int.from_bytes(data[at : at + 32], "big")
+        count = int.from_bytes(data[offset : offset + 32], "big")
+        if offset + 32 * (count + 1) > len(data):
+            raise ValueError("truncated")
+        return [element(data, offset + 32 * (i + 1)) for i in range(count)]
+
+    return read
+
+
 def _fast_decoder(inputs: list[dict]):
     """A decoder of event data for the plain shapes the suite emits (value types, static structs of
     value types, string, bytes, arrays of value types), giving the same JSON values as eth_abi's
@@ -221,6 +238,19 @@ def _fast_decoder(inputs: list[dict]):
         elif kind == "tuple" and all(_word_reader(c["type"]) for c in item["components"]):
             fields = [(c["name"], _word_reader(c["type"]), 32 * i) for i, c in enumerate(item["components"])]
             readers.append((32 * len(fields), lambda data, at, fields=fields: {n: f(data, at + o) for n, f, o in fields}))
+        elif kind == "tuple" and all(_word_reader(c["type"]) or _word_array(c["type"]) for c in item["components"]):
+            # A struct with arrays of value types (PolicySet's Policy): dynamic, so its head slot holds
+            # the offset of its own head, and each array's offset counts from there.
+            fields = [(c["name"], _word_reader(c["type"]), _word_array(c["type"]), 32 * i)
+                      for i, c in enumerate(item["components"])]
+
+            def read(data, at, fields=fields):
+                base = int.from_bytes(data[at : at + 32], "big")
+                if base + 32 * len(fields) > len(data):
+                    raise ValueError("truncated")
+                return {n: word(data, base + o) if word else array(data, base + o, base) for n, word, array, o in fields}
+
+            readers.append((32, read))
         elif kind in ("string", "bytes"):
             as_text = kind == "string"
 
@@ -233,15 +263,24 @@ def _fast_decoder(inputs: list[dict]):
                 return raw.decode("utf-8") if as_text else "0x" + raw.hex()
 
             readers.append((32, read))
-        elif re.fullmatch(r"[a-z0-9]+\[\]", kind) and _word_reader(kind[:-2]):
-            element = _word_reader(kind[:-2])
+        elif _word_array(kind):
+            readers.append((32, _word_array(kind)))
+        elif kind == "string[]":
 
-            def read(data, at, element=element):
+            def read(data, at):
                 offset = int.from_bytes(data[at : at + 32], "big")
                 count = int.from_bytes(data[offset : offset + 32], "big")
-                if offset + 32 * (count + 1) > len(data):
+                items = offset + 32  # element offsets count from here
+                if items + 32 * count > len(data):
                     raise ValueError("truncated")
-                return [element(data, offset + 32 * (i + 1)) for i in range(count)]
+                out = []
+                for i in range(count):
+                    start = items + int.from_bytes(data[items + 32 * i : items + 32 * (i + 1)], "big")
+                    length = int.from_bytes(data[start : start + 32], "big")
+                    if start + 32 + length > len(data):
+                        raise ValueError("truncated")
+                    out.append(data[start + 32 : start + 32 + length].decode("utf-8"))
+                return out
 
             readers.append((32, read))
         else:
