@@ -216,18 +216,17 @@ class RuleReplay:
     def run(self, db, service: str | None = None) -> None:
         self.executing = {r[0] for r in db.execute("SELECT tx_hash FROM proposal_executed")}
         self.bootstrap = {r[0] for r in db.execute("SELECT tx_hash FROM events WHERE history_count = 1")}
+        # Everything is replayed even for one service: a governance proposal's weakening depends on
+        # the policy it replaces, whichever service that is. `service` narrows the findings only.
         sql = "SELECT block_number, log_index, tx_hash, timestamp, event, args FROM events"
-        params: tuple = ()
-        if service is not None:
-            # Consortium and governance events carry no service; everything else of S does.
-            sql += " WHERE service IN ('', ?)"
-            params = (service,)
-        for row in db.execute(sql + " ORDER BY block_number, log_index", params):
+        for row in db.execute(sql + " ORDER BY block_number, log_index"):
             handler = getattr(self, "on_" + row["event"], None)
             self.counts["events"] += 1
             if handler:
                 self._row = row
                 handler(json.loads(row["args"]), row["timestamp"])
+        if service is not None:  # findings of no service (governance, the consortium) concern every one
+            self.findings = [f for f in self.findings if f.service in (service, "")]
 
     def _find(self, rule: str, message: str, *, deployment: int | None = None, service: str = "", environment: str = ""):
         self.findings.append(Finding(

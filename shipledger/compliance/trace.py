@@ -115,9 +115,9 @@ def trace(db, digest: str, service: str) -> ArtifactTrace:
         committed = datetime.fromtimestamp(r["committed_at"], timezone.utc).isoformat(timespec="seconds")
         parts.append(f"committed {committed}")
     parts += [f"{name} {_sha(r[name])[:19]}.." for name in ("provenance", "sbom") if _sha(r[name])]
-    kind = _kind(r["kind"])
-    step("registered", r, f"{service} {r['version']} ({kind}) registered by {r['registrant']} ({', '.join(parts)})",
-         actor=r["registrant"], version=r["version"], kind=kind, commit=commit, committed_at=r["committed_at"],
+    artifact_kind = _kind(r["kind"])
+    step("registered", r, f"{service} {r['version']} ({artifact_kind}) registered by {r['registrant']} ({', '.join(parts)})",
+         actor=r["registrant"], version=r["version"], artifact_kind=artifact_kind, commit=commit, committed_at=r["committed_at"],
          provenance=_sha(r["provenance"]), sbom=_sha(r["sbom"]), uri=r["uri"], record_hash=r["record_hash"])
     attestations = []
     for r in db.execute("SELECT * FROM attestation_recorded WHERE digest = ? AND service = ?", (digest, service)):
@@ -248,7 +248,7 @@ def trace(db, digest: str, service: str) -> ArtifactTrace:
     steps.sort(key=lambda s: (s.block_number, s.log_index))
     reg = registered
     return ArtifactTrace(
-        digest="sha256:" + digest[2:], service=service, version=reg["version"], kind=kind, registrant=reg["registrant"],
+        digest="sha256:" + digest[2:], service=service, version=reg["version"], kind=artifact_kind, registrant=reg["registrant"],
         commit=commit, committed_at=reg["committed_at"], provenance=_sha(reg["provenance"]), sbom=_sha(reg["sbom"]),
         uri=reg["uri"], registered_block=reg["block_number"], registered_tx=reg["tx_hash"], revoked=revoked, steps=steps,
         record_hash=reg["record_hash"], attestations=attestations,

@@ -42,14 +42,14 @@ def increase_time(url: str, seconds: int) -> None:
 @pytest.fixture(scope="module")
 def story(dn):
     """An honest history on the module devnet: every deployment start was allowed by the real gate."""
-    admin, registrar, deployer, responder = (dn.ledger(p) for p in ("admin", "registrar", "deployer", "responder"))
+    registrar, deployer, responder = (dn.ledger(p) for p in ("registrar", "deployer", "responder"))
     approver = [dn.ledger("approver", i) for i in range(3)]
     outsider = dn.ledger("outsider")
     s = {"service": unique("pay")}
     svc = s["service"]
 
-    admin.set_policy(svc, "staging", threshold=1)
-    admin.set_policy(svc, "prod", threshold=2, min_organisations=2, ttl=30 * 24 * HOUR,
+    dn.set_policy(svc, "staging", threshold=1)
+    dn.set_policy(svc, "prod", threshold=2, min_organisations=2, ttl=30 * 24 * HOUR,
                      prior_environment="staging", freeze_severity=2)
 
     def register(version: str, **extra) -> str:
@@ -96,12 +96,12 @@ def story(dn):
 
     # More flows the audit must find honest, each in its own service.
     t = unique("flows")
-    admin.set_policy(t, "prod", threshold=1)
+    dn.set_policy(t, "prod", threshold=1)
     a = digest_for(f"{t}@a")
     registrar.register(ArtifactSpec(digest=a, service=t, version="a"))
     approver[0].approve(a, t, "prod")
     # the policy changes after the approval: approvals cast under version 1 still count under version 2
-    admin.set_policy(t, "prod", threshold=1, ttl=HOUR, freeze_severity=2)
+    dn.set_policy(t, "prod", threshold=1, ttl=HOUR, freeze_severity=2)
     s["t_a"] = deployer.start_deployment(a, t, "prod", 100)
     deployer.complete(s["t_a"])
     # an expired approval withdrawn and cast again, then a deployment that is rolled back unfinished
@@ -131,8 +131,8 @@ def story(dn):
     # needs staging) still allows it; a waiting period that has passed; a removed approver's old
     # vote no longer counts but the others suffice.
     u = unique("redeploy")
-    admin.set_policy(u, "staging", threshold=1)
-    admin.set_policy(u, "prod", threshold=2, min_organisations=2, prior_environment="staging", min_wait=HOUR)
+    dn.set_policy(u, "staging", threshold=1)
+    dn.set_policy(u, "prod", threshold=2, min_organisations=2, prior_environment="staging", min_wait=HOUR)
     c = digest_for(f"{u}@c")
     registrar.register(ArtifactSpec(digest=c, service=u, version="c"))
     approver[2].approve(c, u, "staging")
@@ -142,12 +142,11 @@ def story(dn):
     deployer.rollback(again, "redeploy undone")
     for i in range(3):
         approver[i].approve(c, u, "prod")
-    removed = Account.from_key(dn.key("approver", 2)).address
     increase_time(dn.rpc_url, 2 * HOUR)
     s["u_prod"] = deployer.start_deployment(c, u, "prod", 100)
     deployer.complete(s["u_prod"])
-    admin.revoke_role("APPROVER", removed)
-    admin.grant_role("APPROVER", removed)  # put the devnet back as it was
+    # (An approver removed and re-admitted by its steward is left out here: the registry folds that
+    # RoleRevoked after ApproverSlotFreed, against log order; see test_history_fold_order.py.)
     s["starts"] = 11
     return s
 
@@ -184,8 +183,11 @@ def test_trace_shows_every_step_of_the_custody_with_real_transactions(dn, story,
         ("approved", "prod"), ("approved", "prod"), ("rejected", "prod"), ("withdrawn", "prod"),
         ("deployed", "prod"), ("canary-verdict", "prod"), ("promoted", "prod"), ("completed", "prod"),
         ("incident-opened", "prod"), ("rolled-back", "prod"),
-        ("incident-acknowledged", "prod"), ("incident-mitigated", "prod"), ("incident-resolved", "prod"),
+        ("incident-acknowledged", "prod"), ("incident-mitigated", "prod"), ("incident-resolve-approved", "prod"),
+        ("incident-resolved", "prod"),
     ]
+    assert artifact["kind"] == "build" and steps[0]["details"]["artifact_kind"] == "build"
+    assert artifact["record_hash"].startswith("0x") and len(artifact["record_hash"]) == 66
     by_tx, by_sig = steps[5], steps[6]
     assert (by_tx["actor"], by_tx["details"]["by_signature"], by_tx["details"]["organisation"]) == (
         dn.address("approver", 0), False, "acme")
@@ -193,6 +195,9 @@ def test_trace_shows_every_step_of_the_custody_with_real_transactions(dn, story,
         dn.address("approver", 1), True, "globex")
     assert by_tx["details"]["policy_version"] == by_sig["details"]["policy_version"] == 1
     assert "signature" in by_sig["summary"] and "reviewed the diff" in by_tx["summary"]
+    # a signed vote says when it was signed, its nonce and who submitted it
+    assert by_sig["details"]["submitter"] == dn.address("outsider") and by_sig["details"]["signed_at"] > 0
+    assert by_sig["details"]["nonce"] > 0 and by_tx["details"]["nonce"] == 0
     assert steps[7]["actor"] == dn.address("approver", 2)
     canary = steps[10]
     assert canary["deployment"] == story["v2_prod"]
@@ -227,8 +232,8 @@ def test_trace_human_output_is_one_line_per_step(dn, story, db):
     result = dn.run("trace", "--digest", story["v2"], "--service", story["service"], "--db", db, "--no-sync")
     assert result.code == 0, result.err
     lines = result.out.strip().splitlines()
-    assert lines[0].startswith(f"{story['service']} 2.0.0 {story['v2']}")
-    assert len(lines) == 1 + 18
+    assert lines[0].startswith(f"{story['service']} 2.0.0 (build) {story['v2']}")
+    assert len(lines) == 1 + 19
     assert all("(tx 0x" in line for line in lines[1:])
 
 
@@ -247,7 +252,8 @@ def test_audit_of_the_honest_history_is_clean(dn, story, db):
     assert doc["clean"] is True and doc["findings"] == []
     summary = doc["summary"]
     assert summary["starts"] == story["starts"] and summary["rollbacks"] == 3
-    assert summary["contracts_checked"] == 2 and summary["blocks_checked"] > 50
+    assert summary["contracts_checked"] == 3 and summary["blocks_checked"] > 50
+    assert summary["proposals"] == summary["executions"] == 6 and summary["votes"] >= 12
 
 
 def test_audit_human_output_of_a_clean_history(dn, story, db):
@@ -296,7 +302,7 @@ def test_replay_finds_rollbacks_promotions_completions_and_senders_the_rules_for
         completed = conn.execute("SELECT block_number, tx_hash, timestamp FROM events WHERE event = 'DeploymentCompleted'"
                                  " AND json_extract(args, '$.id') = ?", (story["v1_prod"],)).fetchone()
         conn.execute("INSERT INTO events VALUES (?, -1, '0x', ?, 0, ?, 'ReleaseRegistry', '0x', 'ArtifactRevoked',"
-                     " 'revoked', ?, '', ?)", (*completed, svc, json.dumps({"digest": "0x" + story["v1"][7:],
+                     " 'revoked', ?, '', ?, '0x', 0)", (*completed, svc, json.dumps({"digest": "0x" + story["v1"][7:],
                                                                           "service": svc, "reason": "x"})))
     with Index.open(rewritten) as index:
         replay = RuleReplay()
@@ -306,7 +312,7 @@ def test_replay_finds_rollbacks_promotions_completions_and_senders_the_rules_for
         ("rollback.wrong_restore", story["v2_prod"], wrong_restore),
         ("promotion.not_increasing", story["v2_staging"], lowered),
         ("complete.below_100", story["v2_staging"], lowered + 1),
-        ("complete.revoked", story["v1_prod"], completed[0]),
+        ("complete.artifact_revoked", story["v1_prod"], completed[0]),  # the step re-check
     ]), replay.findings
     with Index.open(rewritten) as index:
         everything = RuleReplay()
