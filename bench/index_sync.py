@@ -122,7 +122,7 @@ def build_chain(node, book_path: Path, events: int) -> dict:
 
     deployments = max(1, events // 400)
     rolled_back = len(range(9, deployments, 10))
-    deployment_events = 4 * deployments + 5 * rolled_back
+    deployment_events = deployment_records(deployments, rolled_back)
     approvals = int(events * 0.15)
     registrations = events - setup - approvals - deployment_events
     if registrations < max(approvals, deployments):
@@ -273,6 +273,12 @@ def peer_scan(ledger, first: int, last: int, chunk: int) -> tuple[float, dict]:
     return time.perf_counter() - started, counts
 
 
+def deployment_records(deployments: int, rolled_back: int) -> int:
+    """Start, canary verdict, promote, complete per deployment; per rolled-back one its rollback and
+    its incident: opened, acknowledged, mitigated, a resolve approval and resolved (suite v2)."""
+    return 4 * deployments + 6 * rolled_back
+
+
 def check_counts(manifest: dict, counts: dict) -> None:
     """The chain holds what build_chain meant to put there (a reverted batch would show here)."""
     expected = {
@@ -281,7 +287,9 @@ def check_counts(manifest: dict, counts: dict) -> None:
         "DeploymentRolledBack": manifest["rolled_back"], "IncidentResolved": manifest["rolled_back"],
     }
     wrong = {name: (counts.get(name, 0), n) for name, n in expected.items() if counts.get(name, 0) != n}
-    if wrong or sum(counts.values()) != manifest["expected_events"]:
+    expected_total = (manifest["setup_events"] + manifest["registrations"] + manifest["approvals"]
+                      + deployment_records(manifest["deployments"], manifest["rolled_back"]))
+    if wrong or sum(counts.values()) != expected_total:
         raise RuntimeError(f"the chain does not hold the events it should (got, expected): {wrong or sum(counts.values())}")
 
 
