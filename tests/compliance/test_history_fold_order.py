@@ -7,7 +7,6 @@ first."""
 
 from __future__ import annotations
 
-
 from shipledger.compliance.index import Index
 
 
