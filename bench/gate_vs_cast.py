@@ -35,8 +35,15 @@ def setup_release(state: dict) -> str:
     digest = "sha256:" + secrets.token_hex(32)
     registrar = Ledger.connect(state["rpc_url"], state["book"], signer=accounts["registrar"]["private_key"])
     registrar.register(ArtifactSpec(digest=digest, service=SERVICE, version="1.0.0"))
-    admin = Ledger.connect(state["rpc_url"], state["book"], signer=accounts["admin"]["private_key"])
-    admin.set_policy(SERVICE, ENV, threshold=1)
+    # suite v2: a policy is a governance proposal; two of the three stewards, and the delay waited
+    stewards = [Ledger.connect(state["rpc_url"], state["book"], signer=s["private_key"]) for s in accounts["stewards"]]
+    proposal = stewards[1].approve_proposal(stewards[0].set_policy(SERVICE, ENV, threshold=1).id)
+    if proposal.state == "scheduled":
+        from shipledger.network.devnet import rpc_call
+
+        rpc_call(state["rpc_url"], "evm_increaseTime", [state["governance"]["delay"]])
+        rpc_call(state["rpc_url"], "evm_mine", [])
+        stewards[2].execute_proposal(proposal.id)
     approver = Ledger.connect(state["rpc_url"], state["book"], signer=accounts["approvers"][0]["private_key"])
     approver.approve(digest, SERVICE, ENV)
     result = approver.gate(digest, SERVICE, ENV)

@@ -25,11 +25,14 @@ class NotASuiteEvent(ValueError):
 
 @cache
 def event_table() -> dict[bytes, tuple[str, dict]]:
-    """topic0 -> (contract name, ABI event item) for every event of both suite contracts."""
+    """topic0 -> (contract name, ABI event item) for every record event of the suite's contracts
+    (OpenZeppelin's events they do not fold are not records: see _internal/history.py)."""
+    from shipledger._internal.history import is_record
+
     table = {}
     for contract in artifacts.SUITE:
         for item in artifacts.abi(contract):
-            if item["type"] == "event" and not item.get("anonymous"):
+            if item["type"] == "event" and not item.get("anonymous") and is_record(contract, item["name"]):
                 signature = f"{item['name']}({','.join(canonical_type(i) for i in item['inputs'])})"
                 table[keccak(text=signature)] = (contract, item)
     return table

@@ -18,8 +18,7 @@ from shipledger.cli.shared import (
     synced_index,
 )
 from shipledger.errors import AddressBookError, UsageError, gate_sentence, role_name
-from shipledger.models import Verdict
-
+from shipledger.models import ArtifactKind, Verdict
 
 
 PENDING_SHOWN = 5  # newest registrations listed under "pending approvals"
@@ -44,18 +43,17 @@ def status_data(source, service: str, env: str, open_index) -> dict:
     try:
         releases = {i: index.started_release(i) or ("", "") for i in (live, active) if i}
         never_started = index.never_started(service, env, PENDING_SHOWN)
-        # Suite v2 keeps only counts of open incidents per target (openIncidentCounts); which ones
-        # are open comes from the index's IncidentOpened, their current state from getIncident.
-        opened = [int(r[0]) for r in index.db.execute(
-            "SELECT id FROM incident_opened WHERE service = ? AND environment = ? ORDER BY block_number, log_index",
-            (service, env))]
+        # The ledger counts open incidents per severity (O(1)) and keeps no list of them: which ones
+        # are open comes from the index, each then read from the chain (a resolution after the sync shows).
+        maybe_open = index.open_incidents(service, env)
     finally:
         index.close()
     ids = list(releases)
-    *deployments, policy = reader.calls(
-        [("DeploymentLedger", "getDeployment", [i]) for i in ids] + [("ReleaseRegistry", "getPolicy", [service, env])],
+    *deployments, counts, policy = reader.calls(
+        [("DeploymentLedger", "getDeployment", [i]) for i in ids]
+        + [("DeploymentLedger", "openIncidentCounts", [service, env]), ("ReleaseRegistry", "getPolicy", [service, env])],
         none_on=("PolicyNotFound",))
-    incidents = reader.calls([("DeploymentLedger", "getIncident", [i]) for i in opened])
+    incidents = reader.calls([("DeploymentLedger", "getIncident", [i]) for i in maybe_open])
     gates = reader.raw([("DeploymentLedger", encode_gate_call(bytes.fromhex(d[2:]), service, env)) for d, _ in never_started])
 
     def digest_text(digest: str) -> str:
@@ -74,10 +72,12 @@ def status_data(source, service: str, env: str, open_index) -> dict:
         details = {**gate.details, "environment": prior} if prior and "environment_key" in gate.details else gate.details
         pending.append({"digest": digest_text(digest), "version": version, "allowed": gate.allowed, "reason": gate.reason,
                         "details": details})
-    incidents = [asdict(incident) for incident in (Incident.from_call(i, raw) for i, raw in zip(opened, incidents))
-                 if incident.status != "resolved"]
+    incidents = [asdict(Incident.from_call(i, raw)) for i, raw in zip(maybe_open, incidents)]
+    incidents = [i for i in incidents if i["status"] != "resolved"]
+    by_severity = {str(severity): int(n) for severity, n in enumerate(counts, 1)}
     return {"service": service, "environment": env, "live": described.get(live), "active": described.get(active),
-            "open_incidents": incidents, "pending_approvals": pending, "policy": policy_json}
+            "open_incidents": incidents, "open_incident_counts": by_severity, "pending_approvals": pending,
+            "policy": policy_json}
 
 
 def cmd_status(args) -> int:
@@ -113,9 +113,6 @@ HISTORY_COLUMNS = ("block", "time", "kind", "service", "environment", "summary",
 def _summary(event) -> str:
     f = event.fields
     pick = {
-        "registered": lambda: f"{f['version']} sha256:{f['digest'][2:14]}.. by {f['registrant'][:10]}",
-        "approved": lambda: f"by {f['approver'][:10]} (org {f['org']}){' signed' if f['bySignature'] else ''}",
-        "rejected": lambda: f"by {f['approver'][:10]}: {f['reason']}",
         "deployed": lambda: f"#{f['id']} at {f['percent']}%",
         "promoted": lambda: f"#{f['id']} {f['fromPercent']}% -> {f['toPercent']}%",
         "canary-verdict": lambda: f"#{f['id']} score {f['scoreBasisPoints'] / 100:.1f} {Verdict(f['verdict']).name.lower()}",
@@ -130,9 +127,42 @@ def _summary(event) -> str:
         "role-granted": lambda: f"{role_name(bytes.fromhex(f['role'][2:]))} to {f['account']}",
         "role-revoked": lambda: f"{role_name(bytes.fromhex(f['role'][2:]))} from {f['account']}",
         "policy-set": lambda: f"version {f['newPolicy']['version']}: {counted(f['newPolicy']['threshold'], 'approval')}, "
-                              f"{counted(f['newPolicy']['minOrganisations'], 'org')}",
+                              f"{counted(f['newPolicy']['minOrganisations'], 'org')}"
+                              + (f", requires {', '.join(f['requiredAttestations'])}" if f["requiredAttestations"] else ""),
+        "registered": lambda: f"{f['version']} ({ARTIFACT_KIND_NAMES.get(f['kind'], f['kind'])}) sha256:{f['digest'][2:14]}.. "
+                              f"by {f['registrant'][:10]}",
+        "approved": lambda: f"by {f['approver'][:10]} (org {f['org']})" + _signed(f),
+        "rejected": lambda: f"by {f['approver'][:10]}{_signed(f)}: {f['reason']}",
+        "attested": lambda: f"{f['attestationType']} for sha256:{f['digest'][2:14]}.. by {f['attestor'][:10]}",
+        "vote-skipped": lambda: f"vote of {f['signer'][:10]} (nonce {f['nonce']}) skipped: "
+                                f"{SKIP_REASON_NAMES.get(f['reason'], f['reason'])}",
+        "incident-resolve-approved": lambda: f"#{f['id']} by {f['responder'][:10]} (org {f['org']}): "
+                                             f"{f['organisations']} of {f['needed']} organisations",
+        "postmortem": lambda: f"#{f['id']} {f['uri'] or 'sha256:' + f['digest'][2:14] + '..'}",
+        "proposal-created": lambda: f"#{f['id']} by {f['proposer'][:10]} (org {f['org']})",
+        "proposal-approved": lambda: f"#{f['id']} by org {f['org']}: {f['approvals']} of {f['needed']}",
+        "proposal-scheduled": lambda: f"#{f['id']} {'weakening, executable at ' + str(f['executableAt']) if f['weakening'] else 'tightening'}",
+        "proposal-executed": lambda: f"#{f['id']}",
+        "proposal-cancelled": lambda: f"#{f['id']} by org {f['org']}",
+        "governance-settings": lambda: f"K {f['oldOrganisationsNeeded']} -> {f['newOrganisationsNeeded']}, "
+                                       f"delay {f['oldDelay']} -> {f['newDelay']} s",
+        "scoped-role-granted": lambda: f"{role_name(bytes.fromhex(f['role'][2:]))}{' for ' + f['scope'] if f['scope'] else ''} to {f['account']}",
+        "scoped-role-revoked": lambda: f"{role_name(bytes.fromhex(f['role'][2:]))}{' for ' + f['scope'] if f['scope'] else ''} from {f['account']}",
     }.get(event.kind)
     return pick() if pick else ", ".join(f"{k}={v}" for k, v in f.items() if not k.endswith("Key"))[:80]
+
+
+ARTIFACT_KIND_NAMES = {int(k): k.name.lower() for k in ArtifactKind}
+# SignedVoteSkipped reasons, as client.SKIP_REASONS names them (the client's import is too heavy here)
+SKIP_REASON_NAMES = {1: "bad_signature", 2: "not_approver", 3: "nonce_used", 4: "expired", 5: "stale",
+                     6: "signed_in_future", 7: "refused"}
+
+
+def _signed(f: dict) -> str:
+    """How a vote came: a signature names when it was signed and who submitted it."""
+    if not f["bySignature"]:
+        return ""
+    return f" signed at {f['signedAt']} (nonce {f['nonce']}, submitted by {f['submitter'][:10]})"
 
 
 def _history_filters(args) -> dict:
@@ -258,7 +288,9 @@ def cmd_trace(args) -> int:
         artifact = {k: v for k, v in asdict(result).items() if k != "steps"}
         emit(args, {"artifact": artifact, "steps": [asdict(s) for s in result.steps]})
         return EXIT_OK
-    print(shown(f"{result.service} {result.version} {result.digest}{' (REVOKED)' if result.revoked else ''}"))
+    print(shown(f"{result.service} {result.version} ({result.kind}) {result.digest}{' (REVOKED)' if result.revoked else ''}"))
+    if result.attestations:
+        print(shown("  attestations: " + ", ".join(f"{a['type']} {a['document_digest'][:19]}.." for a in result.attestations)))
     for s in result.steps:
         when = dt.datetime.fromtimestamp(s.timestamp, dt.timezone.utc).isoformat(timespec="seconds")
         print(shown(f"{s.block_number:>7}  {when}  {s.kind:21}  {s.environment or '-':10}  {s.summary}  (tx {s.tx_hash})"))
@@ -280,7 +312,8 @@ def cmd_audit(args) -> int:
         index.close()
     summary = report.summary
     sentence = (f"audit: {summary['findings']} finding(s); checked {summary['starts']} deployment starts,"
-                f" {summary['rollbacks']} rollbacks, {summary['contracts_checked']} contracts and"
+                f" {summary['rollbacks']} rollbacks, {summary['votes']} votes, {summary['proposals']} proposals"
+                f" ({summary['executions']} executed), the history heads of {summary['contracts_checked']} contracts and"
                 f" {summary['blocks_checked']} blocks{' (all)' if args.full else ' (a sample)'}")
     if args.json:
         emit(args, {"clean": report.clean, "findings": [asdict(f) for f in report.findings], "summary": summary})
@@ -299,11 +332,27 @@ def cmd_export(args) -> int:
     index = synced_index(args)
     try:
         _check_org(index, filters["org"])
-        count = export.write_export(export.records(index, index.history(**filters)), out, args.format)
+        filter_text = _filter_text(args)
+        count = export.write_export(export.records(index, index.history(**filters), filter_text), out, args.format)
     finally:
         index.close()
-    emit(args, {"out": str(out), "format": args.format, "records": count}, f"exported {count} records to {out} ({args.format})")
+    complete = " (filtered: verify-export can check each line but cannot prove it complete)" if filter_text else ""
+    emit(args, {"out": str(out), "format": args.format, "records": count, "filter": filter_text, "complete": not filter_text},
+         f"exported {count} records to {out} ({args.format}){complete}")
     return EXIT_OK
+
+
+def _filter_text(args) -> str:
+    """The history filters given, as the export's `filter` column says them ("" for none), e.g.
+    "service=pay kind=deployed" (no leading '-': a spreadsheet would take the cell for a formula)."""
+    parts = []
+    for option, value in (("service", args.service), ("env", args.env), ("digest", args.digest),
+                          ("approver", args.approver), ("org", args.org), ("since", args.since),
+                          ("until", args.until)):
+        if value is not None:
+            parts.append(f"{option}={value}")
+    parts += [f"kind={kind}" for kind in args.kind or ()]
+    return " ".join(parts)
 
 
 def cmd_verify_export(args) -> int:
@@ -329,8 +378,10 @@ def cmd_verify_export(args) -> int:
             task = bar.add_task("fetching receipts and blocks", total=None)
             result = export.verify_export(args.file, url, book=book, batch_size=args.batch_size, timeout=args.timeout,
                                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+    completeness = asdict(result.completeness) if result.completeness else None
     data = {"file": str(args.file), "ok": result.ok, "lines": result.lines, "transactions": result.transactions,
             "blocks": result.blocks, "suite_checked": book is not None,
+            "complete": completeness["complete"] if completeness else None, "completeness": completeness,
             "mismatches": [{"line": m.line, "problems": m.problems} for m in result.mismatches]}
     if args.json:
         emit(args, data)
@@ -338,9 +389,14 @@ def cmd_verify_export(args) -> int:
         for m in result.mismatches:
             for problem in m.problems:
                 print(f"{args.file}:{m.line}: {problem}", file=sys.stderr)
+        for problem in (completeness or {}).get("problems", []):
+            print(f"{args.file}: {problem}", file=sys.stderr)
         print(f"{len(result.mismatches)} of {result.lines} lines do not match the chain" if result.mismatches
               else f"all {result.lines} lines match the chain ({result.transactions} transactions, {result.blocks} blocks)",
               file=sys.stderr)
+        if completeness:
+            verdict = {True: "complete", False: "NOT complete", None: "completeness not proven"}[completeness["complete"]]
+            print(f"{verdict}: {completeness['reason']}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_DENIED
 
 

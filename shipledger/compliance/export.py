@@ -7,9 +7,18 @@ index-spec: addresses checksummed, bytes as 0x-hex, integers as JSON numbers, st
 In CSV that object is one column: a spreadsheet opens the file as is (and free text such as a
 comment cannot start a cell with `=`), and `verify-export` reads the same cell back.
 
+After each record come `head` and `count`: the emitting contract's history head and record count
+right after that record (contracts/libraries/History.sol), `as_of_block` (the block the index had
+synced to when the export was written) and `filter` ("" for a complete export, else the filters that
+selected the lines).
+
 `verify_export` needs only a JSON-RPC node: it re-fetches every record's transaction receipt and
 block header in batches, re-decodes the log at the record's index with the suite's ABIs and compares
-every field. It proves each line is on the chain; it cannot prove that no line was left out.
+every field. That proves each line is on the chain. For a complete export it also proves that no line
+was dropped, added or reordered: it folds the chain's raw logs in file order, contract by contract,
+checks each line's head and count against that running hash, and compares the result with each
+contract's historyHead() at `as_of_block` (an eth_call at that block). A filtered export leaves
+records out on purpose, so it cannot be proven complete: its lines are verified one by one.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from pathlib import Path
 from eth_utils import to_checksum_address
 
 from shipledger._internal import artifacts
+from shipledger._internal.history import ZERO_HEAD, decode_head, fold_log, head_call
 from shipledger._internal.logs import decode_log
 from shipledger._internal.rpc import Rpc
 from shipledger._internal.files import created_mode
@@ -36,7 +46,8 @@ from shipledger.errors import UsageError
 FORMATS = ("csv", "jsonl")
 # Columns in file order. `time` is `timestamp` written for people (UTC, ISO 8601).
 COLUMNS = ("block_number", "block_hash", "tx_hash", "log_index", "timestamp", "time", "address", "contract",
-           "event", "kind", "service", "environment", "args")
+           "event", "kind", "service", "environment", "args", "head", "count", "as_of_block", "filter")
+_HEAD = re.compile(r"^0x[0-9a-f]{48}$")
 BATCH_SIZE = 250  # JSON-RPC requests per HTTP batch: few round trips, replies of a few MB at most
 _HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -44,10 +55,12 @@ _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 # ---------------------------------------------------------------------- writing
 
-def records(index, events: Iterable) -> Iterator[dict]:
+def records(index, events: Iterable, filter_text: str = "") -> Iterator[dict]:
     """Export records for HistoryEvents returned by Index.history(...): the filters are the index's,
-    the rows (block hash, address, contract, event name, raw args) come from its events table."""
+    the rows (block hash, address, contract, event name, raw args, history head) come from its events
+    table. filter_text says which filters selected the events ("" when none did: a complete export)."""
     wanted = [(e.block_number, e.log_index) for e in events]
+    as_of = int(index.meta().get("checkpoint_block") or 0)
     if not wanted:
         return
     rows = {}
@@ -65,6 +78,7 @@ def records(index, events: Iterable) -> Iterator[dict]:
             "log_index": row["log_index"], "timestamp": row["timestamp"], "time": iso_time(row["timestamp"]),
             "address": row["address"], "contract": row["contract"], "event": row["event"], "kind": row["kind"],
             "service": row["service"], "environment": row["environment"], "args": json.loads(row["args"]),
+            "head": row["history_head"], "count": row["history_count"], "as_of_block": as_of, "filter": filter_text,
         }
 
 
@@ -181,7 +195,7 @@ def _read_csv(text: str, path: Path) -> list[Line]:
         except json.JSONDecodeError as exc:
             lines.append(Line(number_of_row, None, f"args is not JSON: {exc.msg}"))
             continue
-        for name in ("block_number", "log_index", "timestamp"):
+        for name in ("block_number", "log_index", "timestamp", "count", "as_of_block"):
             value = record.get(name)
             if isinstance(value, str) and value.isdigit():
                 record[name] = int(value)
@@ -198,15 +212,28 @@ class Mismatch:
 
 
 @dataclass
+class Completeness:
+    """Whether the export is the whole history. `complete` is None when that cannot be proven (a
+    filtered export, or one without heads), and says why in `reason`."""
+
+    complete: bool | None
+    reason: str
+    as_of_block: int | None = None
+    contracts: dict = field(default_factory=dict)  # name -> {"address", "records", "head", "chain_count", "chain_head"}
+    problems: list[str] = field(default_factory=list)  # about the file as a whole
+
+
+@dataclass
 class VerifyResult:
     lines: int
     mismatches: list[Mismatch]
     transactions: int
     blocks: int
+    completeness: Completeness | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches
+        return not self.mismatches and (self.completeness is None or self.completeness.complete is not False)
 
 
 def _canonical(value) -> str:
@@ -240,7 +267,7 @@ def _names_problems(record: dict, args: dict) -> list[str]:
 
     service, environment = record["service"], record["environment"]
     problems = []
-    if "target" in args:
+    if isinstance(args.get("target"), str) and _HASH.match(args["target"]):  # a target key, not ProposalCreated's address
         if "0x" + target_key(service, environment).hex() != args["target"]:
             problems.append(f"service/environment {service!r}/{environment!r} do not match the log's target {args['target']}")
         return problems
@@ -344,5 +371,111 @@ def verify_export(
         seen.setdefault(key, line.number)
         if problems:
             mismatches.append(Mismatch(line.number, problems))
+    completeness = check_completeness(lines, receipts, rpc, book, mismatches)
     mismatches.sort(key=lambda m: m.line)
-    return VerifyResult(lines=len(lines), mismatches=mismatches, transactions=len(tx_hashes), blocks=len(numbers))
+    return VerifyResult(lines=len(lines), mismatches=mismatches, transactions=len(tx_hashes), blocks=len(numbers),
+                        completeness=completeness)
+
+
+def _log_of(receipt: dict | None, log_index: int) -> dict | None:
+    for log in (receipt or {}).get("logs", []):
+        if int(log["logIndex"], 16) == log_index:
+            return log
+    return None
+
+
+def check_completeness(lines: list[Line], receipts: dict, rpc: Rpc, book: dict | None,
+                       mismatches: list[Mismatch]) -> Completeness:
+    """The chain of history heads over the file (see the module docstring). Appends a problem to
+    `mismatches` for each line where the chain breaks; file-wide problems go in the result."""
+    records = [line for line in lines if line.record is not None]
+    if not records:
+        return Completeness(None, "the export holds no readable records")
+    if any("head" not in line.record or "count" not in line.record for line in records):
+        return Completeness(None, "the export carries no history heads (it was written before suite v2), so it "
+                                  "cannot be proven complete; its lines were verified one by one")
+    filters = {str(line.record.get("filter") or "") for line in records}
+    if filters != {""}:
+        named = sorted(f for f in filters if f)
+        return Completeness(None, f"the export is filtered ({'; '.join(named)}): it leaves records out on purpose, so "
+                                  f"it cannot be proven complete; its lines were verified one by one")
+    if len(records) != len(lines):
+        return Completeness(False, "some lines cannot be read, so the history they belong to cannot be rebuilt")
+    as_of = {line.record.get("as_of_block") for line in records}
+    last_block = max(line.record["block_number"] for line in records)
+    if len(as_of) != 1 or not isinstance(next(iter(as_of)), int) or next(iter(as_of)) < last_block:
+        return Completeness(False, f"the lines disagree about the block the export was made at ({sorted(map(str, as_of))})")
+    block = as_of.pop()
+
+    # The contracts to prove: the suite's three with an address book, else those the lines name.
+    if book is not None:
+        contracts = {c["address"].lower(): name for name, c in book["contracts"].items() if name in artifacts.SUITE}
+    else:
+        contracts = {}
+        for line in records:
+            contracts.setdefault(str(line.record["address"]).lower(), str(line.record["contract"]))
+    running = {address: (ZERO_HEAD, 0) for address in contracts}
+    problems: list[str] = []
+    by_line = {m.line: m for m in mismatches}
+
+    def flag(line: Line, text: str) -> None:
+        if line.number not in by_line:
+            by_line[line.number] = Mismatch(line.number)
+            mismatches.append(by_line[line.number])
+        by_line[line.number].problems.append(text)
+
+    for line in records:
+        record = line.record
+        address = str(record["address"]).lower()
+        if address not in running:
+            continue  # already flagged line by line: not a contract of the suite
+        head, count = running[address]
+        log = _log_of(receipts.get(str(record["tx_hash"]).lower()), record["log_index"])
+        if log is None or log["address"].lower() != address:
+            return Completeness(False, f"line {line.number} is not a record on this chain, so the history cannot be rebuilt")
+        expected = fold_log(head, log), count + 1
+        stated = str(record["head"]).lower(), record["count"]
+        if stated != expected:
+            name = contracts[address]
+            if record["count"] == count + 1:
+                why = "its head does not follow from the lines before it"
+            elif isinstance(record["count"], int) and record["count"] > count + 1:
+                why = f"{record['count'] - count - 1} record(s) of {name} before it are missing from the file"
+            else:
+                why = "it repeats or comes before a record already in the file (a line added or moved)"
+            flag(line, f"history: this is record {count + 1} of {name} in the file's order but the line says record "
+                       f"{record['count']} ({why})")
+            # Go on from what the line states when it is ahead (records dropped before it), so each
+            # break is reported once; a line that repeats or comes back in time leaves the run as it was.
+            valid = isinstance(stated[1], int) and not isinstance(stated[1], bool) and _HEAD.match(stated[0])
+            if valid and stated[1] > count:
+                running[address] = stated
+        else:
+            running[address] = expected
+
+    calls = [head_call(address, block) for address in contracts]
+    heads = {}
+    for address, reply in zip(contracts, rpc.replies(calls)):
+        name = contracts[address]
+        if "error" in reply or not reply.get("result") or reply["result"] == "0x":
+            problems.append(f"historyHead() of {name} at block {block} cannot be read: "
+                            f"{(reply.get('error') or {}).get('message', 'no answer')}")
+            continue
+        heads[address] = decode_head(reply["result"])
+    summary = {}
+    for address, name in contracts.items():
+        head, count = running[address]
+        chain = heads.get(address)
+        summary[name] = {"address": to_checksum_address(address), "records": count, "head": head,
+                         "chain_count": chain[1] if chain else None, "chain_head": chain[0] if chain else None}
+        if chain is not None and chain != (head, count):
+            if chain[1] > count:
+                problems.append(f"{name} holds {chain[1]} records at block {block} but the file's history of it ends at "
+                                f"record {count}: records are missing")
+            else:
+                problems.append(f"{name}'s history head at block {block} is {chain[0]} (record {chain[1]}), the file's "
+                                f"is {head} (record {count})")
+    broken = problems or any(p.startswith("history:") for m in mismatches for p in m.problems)
+    reason = ("the heads do not match: the export is not the complete history" if broken else
+              f"every record of {', '.join(sorted(summary))} up to block {block} is in the file, in chain order")
+    return Completeness(not broken, reason, block, summary, problems)

@@ -3,13 +3,16 @@
 Other modules (trace, audit, export, report, suspects) read these tables directly, so the names are
 a contract: add, never rename.
 
-    meta(key, value)      schema_version, chain_id, registry, ledger (checksummed), start_block
+    meta(key, value)      schema_version, chain_id, registry, ledger, governance (checksummed), start_block
                           (deployment block of the suite), checkpoint_block, checkpoint_hash
     blocks(number, hash, timestamp)   every block holding an indexed event, and the checkpoints
     events(block_number, log_index, block_hash, tx_hash, tx_index, timestamp, contract, address,
-           event, kind, service, environment, args)      one row per log, in chain order; kind is
+           event, kind, service, environment, args, history_head, history_count)
+                          one row per record, in chain order; kind is
                           shipledger.models.EVENT_KINDS[event]; service/environment resolved as
-                          Ledger.history() does ('' when none); args a JSON object by ABI name
+                          Ledger.history() does ('' when none); args a JSON object by ABI name;
+                          history_head/history_count: the emitting contract's historyHead() right
+                          after this record, recomputed from the raw log (_internal/history.py)
     <record tables>       one per event type, snake_case of its name (artifact_approved,
                           deployment_rolled_back, role_granted...): block_number, log_index,
                           block_hash, tx_hash, timestamp, one column per argument (snake_case;
@@ -21,6 +24,10 @@ Values: addresses checksummed, bytes '0x' + lowercase hex, bools true/false in J
 columns, integers as integers (in columns, values of 2**63 and more as decimal text). Artifact
 digests are bytes32 ('0x' + 64 hex). Column names that are SQL keywords (approver_slot_assigned."index")
 need quotes.
+
+Only records are indexed: the logs the contracts fold into their history heads. TimelockController's
+own events (from the Governance address) are skipped, so the index's last head per contract must equal
+the chain's historyHead() at the checkpoint (the audit checks it).
 
 Sync works in block-range chunks. Each chunk is fetched with raw JSON-RPC (web3's per-log decoding is
 far too slow for a whole history), decoded once per log, and written with its new checkpoint in one
@@ -48,6 +55,7 @@ from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
 from shipledger._internal import artifacts
+from shipledger._internal.history import ZERO_HEAD, fold_log, is_record
 from shipledger._internal.revert import canonical_type
 from shipledger._internal.rpc import Rpc, error_text
 from shipledger.errors import ConnectionFailed, PathError, ShipledgerError, UsageError, path_error
@@ -59,7 +67,7 @@ except ImportError:  # not on Windows: syncs of one file then rely on the checkp
     fcntl = None
 
 DEFAULT_DB = Path(".shipledger") / "index.sqlite"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: suite v2 (three contracts, history heads)
 INITIAL_CHUNK = 500  # blocks per eth_getLogs at first; grows and shrinks with the node's answers
 MAX_CHUNK = 100_000  # never ask for more blocks than this at once
 TARGET_LOGS = 5_000  # aim for chunks of about this many logs (memory, progress, node limits)
@@ -73,7 +81,14 @@ REFUSAL = re.compile(
 )
 DEPLOYMENT_EVENTS = ("DeploymentPromoted", "CanaryAnalysisRecorded", "DeploymentCompleted", "DeploymentFailed",
                      "DeploymentRolledBack")  # keyed by a deployment id: their digest is the deployment's
-KIND_ALIASES = {"incident": ("incident-opened", "incident-acknowledged", "incident-mitigated", "incident-resolved")}
+KIND_ALIASES = {
+    "incident": ("incident-opened", "incident-acknowledged", "incident-mitigated", "incident-resolve-approved",
+                 "incident-resolved", "postmortem"),
+    "proposal": ("proposal-created", "proposal-approved", "proposal-scheduled", "proposal-executed",
+                 "proposal-cancelled"),
+}
+# Tables whose `digest` column is not an artifact digest (a postmortem document's): --digest skips them.
+NOT_ARTIFACT_DIGEST = frozenset({"postmortem_attached"})
 
 
 _json_object = json.JSONDecoder().decode  # one decoder for every row: json.loads re-checks its arguments each call
@@ -192,6 +207,23 @@ def _word_reader(abi_type: str):
     return None
 
 
+def _word_array(abi_type: str):
+    """A reader of a dynamic array of value types (`T[]`) whose offset word is at `at`, counted from
+    `base` (0 at the top level, a struct's start inside one); None for other types."""
+    if not re.fullmatch(r"[a-z0-9]+\[\]", abi_type) or _word_reader(abi_type[:-2]) is None:
+        return None
+    element = _word_reader(abi_type[:-2])
+
+    def read(data, at, base=0):
+        offset = base + int.from_bytes(data[at : at + 32], "big")
+        count = int.from_bytes(data[offset : offset + 32], "big")
+        if offset + 32 * (count + 1) > len(data):
+            raise ValueError("truncated")
+        return [element(data, offset + 32 * (i + 1)) for i in range(count)]
+
+    return read
+
+
 def _fast_decoder(inputs: list[dict]):
     """A decoder of event data for the plain shapes the suite emits (value types, static structs of
     value types, string, bytes, arrays of value types), giving the same JSON values as eth_abi's
@@ -206,6 +238,19 @@ def _fast_decoder(inputs: list[dict]):
         elif kind == "tuple" and all(_word_reader(c["type"]) for c in item["components"]):
             fields = [(c["name"], _word_reader(c["type"]), 32 * i) for i, c in enumerate(item["components"])]
             readers.append((32 * len(fields), lambda data, at, fields=fields: {n: f(data, at + o) for n, f, o in fields}))
+        elif kind == "tuple" and all(_word_reader(c["type"]) or _word_array(c["type"]) for c in item["components"]):
+            # A struct with arrays of value types (PolicySet's Policy): dynamic, so its head slot holds
+            # the offset of its own head, and each array's offset counts from there.
+            fields = [(c["name"], _word_reader(c["type"]), _word_array(c["type"]), 32 * i)
+                      for i, c in enumerate(item["components"])]
+
+            def read(data, at, fields=fields):
+                base = int.from_bytes(data[at : at + 32], "big")
+                if base + 32 * len(fields) > len(data):
+                    raise ValueError("truncated")
+                return {n: word(data, base + o) if word else array(data, base + o, base) for n, word, array, o in fields}
+
+            readers.append((32, read))
         elif kind in ("string", "bytes"):
             as_text = kind == "string"
 
@@ -218,15 +263,24 @@ def _fast_decoder(inputs: list[dict]):
                 return raw.decode("utf-8") if as_text else "0x" + raw.hex()
 
             readers.append((32, read))
-        elif re.fullmatch(r"[a-z0-9]+\[\]", kind) and _word_reader(kind[:-2]):
-            element = _word_reader(kind[:-2])
+        elif _word_array(kind):
+            readers.append((32, _word_array(kind)))
+        elif kind == "string[]":
 
-            def read(data, at, element=element):
+            def read(data, at):
                 offset = int.from_bytes(data[at : at + 32], "big")
                 count = int.from_bytes(data[offset : offset + 32], "big")
-                if offset + 32 * (count + 1) > len(data):
+                items = offset + 32  # element offsets count from here
+                if items + 32 * count > len(data):
                     raise ValueError("truncated")
-                return [element(data, offset + 32 * (i + 1)) for i in range(count)]
+                out = []
+                for i in range(count):
+                    start = items + int.from_bytes(data[items + 32 * i : items + 32 * (i + 1)], "big")
+                    length = int.from_bytes(data[start : start + 32], "big")
+                    if start + 32 + length > len(data):
+                        raise ValueError("truncated")
+                    out.append(data[start + 32 : start + 32 + length].decode("utf-8"))
+                return out
 
             readers.append((32, read))
         else:
@@ -249,7 +303,7 @@ def _fast_decoder(inputs: list[dict]):
 
 @dataclass(frozen=True)
 class EventType:
-    contract: str  # 'ReleaseRegistry' | 'DeploymentLedger'
+    contract: str  # 'ReleaseRegistry' | 'Governance' | 'DeploymentLedger'
     name: str  # ABI name, e.g. 'ArtifactApproved'
     kind: str
     table: str
@@ -310,7 +364,8 @@ def _event_type(contract: str, item: dict) -> EventType:
                 columns.append((f"{snake_case(arg['name'])}_{snake_case(c['name'])}", _column_type(c["type"])))
         else:
             columns.append((snake_case(arg["name"]), _column_type(arg["type"])))
-    has_target = any(arg["name"] == "target" for arg in item["inputs"])
+    # keyed by a target (keccak of service and environment); ProposalCreated's `target` is an address
+    has_target = any(arg["name"] == "target" and arg["type"] == "bytes32" for arg in item["inputs"])
     indexed = [i for i in item["inputs"] if i.get("indexed")]
     plain = [i for i in item["inputs"] if not i.get("indexed")]
     if has_target:
@@ -332,13 +387,16 @@ def _event_type(contract: str, item: dict) -> EventType:
 
 @lru_cache(maxsize=1)
 def event_types() -> dict[str, EventType]:
-    """topic0 ('0x' + hex) -> EventType, for every event in the ABIs of the suite."""
+    """topic0 ('0x' + hex) -> EventType, for every record event of the suite (see _internal/history:
+    OpenZeppelin's events the contracts do not fold are left out, so no topic0 names two contracts)."""
     table = {}
     for contract in artifacts.SUITE:
         for item in artifacts.abi(contract):
-            if item["type"] == "event" and not item.get("anonymous"):
+            if item["type"] == "event" and not item.get("anonymous") and is_record(contract, item["name"]):
                 signature = f"{item['name']}({','.join(canonical_type(i) for i in item['inputs'])})"
-                table["0x" + keccak(text=signature).hex()] = _event_type(contract, item)
+                topic = "0x" + keccak(text=signature).hex()
+                assert topic not in table, f"{item['name']} is a record of two contracts"
+                table[topic] = _event_type(contract, item)
     return table
 
 
@@ -355,7 +413,7 @@ def _target_key(service: str, environment: str) -> str:
 
 BASE_COLUMNS = ("block_number", "log_index", "block_hash", "tx_hash", "timestamp")
 EVENT_COLUMNS = ("block_number", "log_index", "block_hash", "tx_hash", "tx_index", "timestamp", "contract",
-                 "address", "event", "kind", "service", "environment", "args")
+                 "address", "event", "kind", "service", "environment", "args", "history_head", "history_count")
 INDEXED_RECORD_COLUMNS = ("digest", "id", "approver", "org", "account")  # what history and trace look up
 
 
@@ -368,7 +426,9 @@ def _schema() -> list[str]:
             block_hash TEXT NOT NULL, tx_hash TEXT NOT NULL, tx_index INTEGER NOT NULL,
             timestamp INTEGER NOT NULL, contract TEXT NOT NULL, address TEXT NOT NULL,
             event TEXT NOT NULL, kind TEXT NOT NULL, service TEXT NOT NULL, environment TEXT NOT NULL,
-            args TEXT NOT NULL, PRIMARY KEY (block_number, log_index))""",
+            args TEXT NOT NULL, history_head TEXT NOT NULL, history_count INTEGER NOT NULL,
+            PRIMARY KEY (block_number, log_index))""",
+        "CREATE INDEX IF NOT EXISTS events_history ON events (contract, history_count)",
         "CREATE INDEX IF NOT EXISTS events_kind ON events (kind)",
         "CREATE INDEX IF NOT EXISTS events_target ON events (service, environment)",
         "CREATE INDEX IF NOT EXISTS events_tx ON events (tx_hash)",
@@ -409,6 +469,7 @@ class Endpoint:
     registry: str
     ledger: str
     start_block: int
+    governance: str = ""
     timeout: float = field(default=RPC_TIMEOUT, compare=False)
 
     @classmethod
@@ -418,7 +479,8 @@ class Endpoint:
             return source
         url = getattr(source.w3.provider, "endpoint_uri", None)
         return cls(_http_url(url), source.chain_id, source.registry.address, source.ledger.address,
-                   _start_block(source.book), getattr(source, "rpc_timeout", None) or RPC_TIMEOUT)
+                   _start_block(source.book), source.governance.address,
+                   getattr(source, "rpc_timeout", None) or RPC_TIMEOUT)
 
     @classmethod
     def connect(cls, url: str, book: dict, timeout: float | None = None) -> "Endpoint":
@@ -436,12 +498,16 @@ class Endpoint:
             if code in (None, "0x", ""):
                 raise AddressBookError(f"no contract code at {address} ({name}) on chain {int(chain_id, 16)}")
         return cls(url, int(chain_id, 16), contracts["ReleaseRegistry"], contracts["DeploymentLedger"],
-                   _start_block(book), timeout)
+                   _start_block(book), contracts["Governance"], timeout)
 
     def suite(self) -> dict[str, str]:
         """The meta rows that bind an index to this suite."""
         return {"chain_id": str(self.chain_id), "registry": self.registry, "ledger": self.ledger,
-                "start_block": str(self.start_block)}
+                "governance": self.governance, "start_block": str(self.start_block)}
+
+    def contracts(self) -> dict[str, str]:
+        """Contract name -> address, for the suite's three contracts."""
+        return {"ReleaseRegistry": self.registry, "Governance": self.governance, "DeploymentLedger": self.ledger}
 
 
 def _http_url(url) -> str:
@@ -662,12 +728,13 @@ class Index:
             if "chain_id" not in meta:
                 self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", suite.items())
             else:
-                for key in ("chain_id", "registry", "ledger"):
-                    if meta[key] != suite[key]:
+                for key in ("chain_id", "registry", "ledger", "governance"):
+                    if meta.get(key) != suite[key]:
                         raise IndexMismatch(
                             f"the index {self.path} belongs to chain {meta['chain_id']}, registry {meta['registry']}, "
-                            f"ledger {meta['ledger']}, not to this suite (chain {suite['chain_id']}, registry "
-                            f"{suite['registry']}, ledger {suite['ledger']}); pass another --db")
+                            f"ledger {meta['ledger']}, governance {meta.get('governance')}, not to this suite (chain "
+                            f"{suite['chain_id']}, registry {suite['registry']}, ledger {suite['ledger']}, governance "
+                            f"{suite['governance']}); pass another --db")
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -721,8 +788,10 @@ class Index:
         if chunk_blocks:
             self._chunk = chunk_blocks
         suite = endpoint.suite()
-        addresses = [suite["registry"], suite["ledger"]]
+        addresses = [suite["registry"], suite["governance"], suite["ledger"]]
+        self._contract_at = {address.lower(): name for name, address in endpoint.contracts().items()}
         targets = self._known_targets()
+        self._heads = self.history_heads()
         rewound_from = None
         self._added = 0  # events committed by this sync, counted per chunk (a restart keeps the count)
         first_block = None
@@ -735,6 +804,7 @@ class Index:
                     rewound_from = checkpoint[0] if rewound_from is None else rewound_from
                     self._rewind(rpc, suite)
                     targets = self._known_targets()
+                    self._heads = self.history_heads()
                     continue
             start = checkpoint[0] + 1 if checkpoint else int(self.meta()["start_block"])
             first_block = start if first_block is None else first_block
@@ -742,6 +812,7 @@ class Index:
                 self._sync_range(rpc, addresses, targets, checkpoint, start, head, progress)
             except _ChainMoved:
                 targets = self._known_targets()
+                self._heads = self.history_heads()
                 continue
             return SyncResult(first_block, head, self._added, rewound_from)
         raise ConnectionFailed(f"the chain kept changing under the index ({MAX_RESTARTS} restarts); try again")
@@ -781,7 +852,7 @@ class Index:
                     self._chunk = min(size * 2, MAX_CHUNK)
                 pending = fetch(end + 1, (end, end_block["hash"])) if end < head else None
                 checkpoint = self._write(logs, end_block, targets, checkpoint)
-                self._added += len(logs)
+                self._added += self._written
                 if progress:
                     progress(end - start + 1, head - start + 1)
         finally:
@@ -831,13 +902,17 @@ class Index:
     def _write(self, logs, end_block, targets, checkpoint) -> tuple[int, str]:
         """Decode a chunk and commit it with its new checkpoint, all or nothing."""
         types = event_types()
+        contract_at = self._contract_at
+        heads = dict(self._heads)  # committed below with the chunk, or dropped with it
         event_rows = []
         record_rows: dict[str, list] = {}
         blocks = {}
         for log in logs:
             event = types.get(log["topics"][0] if log["topics"] else None)
-            if event is None:
-                continue  # not an event of this suite's ABI
+            if event is None or contract_at.get(log["address"].lower()) != event.contract:
+                continue  # not a record of the contract at that address (TimelockController's own events)
+            head, count = heads.get(event.contract, (ZERO_HEAD, 0))
+            heads[event.contract] = head, count = fold_log(head, log), count + 1
             args = event.decode(log["topics"], bytes.fromhex(log["data"][2:]))
             number = int(log["blockNumber"], 16)
             index = int(log["logIndex"], 16)
@@ -849,11 +924,12 @@ class Index:
             service, environment = args.get("service", ""), args.get("environment", "")
             if event.kind in ("deployed", "incident-opened"):
                 targets[_target_key(service, environment)] = (service, environment)
-            elif "target" in args:
+            elif event.has_target:
                 service, environment = targets.get(args["target"], ("", ""))
             event_rows.append((
                 number, index, block_hash, tx_hash, int(log["transactionIndex"], 16), timestamp, event.contract,
                 _checksum(log["address"]), event.name, event.kind, service, environment, _ARGS_JSON.encode(args),
+                head, count,
             ))
             row = [number, index, block_hash, tx_hash, timestamp, *event.column_values(args)]
             if event.has_target:
@@ -876,6 +952,8 @@ class Index:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._heads = heads
+        self._written = len(event_rows)
         return end, end_block["hash"]
 
     def _rewind(self, rpc, suite) -> None:
@@ -916,6 +994,14 @@ class Index:
 
     # ------------------------------------------------------------------ reads
 
+    def history_heads(self) -> dict[str, tuple[str, int]]:
+        """Contract name -> (head, count) after its last indexed record (absent: no record yet)."""
+        rows = self.db.execute(
+            "SELECT e.contract, e.history_head, e.history_count FROM events AS e JOIN "
+            "(SELECT contract, max(history_count) AS n FROM events GROUP BY contract) AS last "
+            "ON e.contract = last.contract AND e.history_count = last.n").fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
     def organisation_id(self, org: int | str) -> int:
         """An organisation by id or by name (names come from OrganisationAdded)."""
         if isinstance(org, int) or (isinstance(org, str) and org.strip().isdigit()):
@@ -940,6 +1026,13 @@ class Index:
             else:
                 members.pop(account, None)
         return list(members.values())
+
+    def open_incidents(self, service: str, environment: str) -> list[int]:
+        """Ids of the incidents on (service, environment) with no IncidentResolved indexed, oldest first."""
+        rows = self.db.execute(
+            "SELECT id FROM incident_opened WHERE service = ? AND environment = ? AND id NOT IN "
+            "(SELECT id FROM incident_resolved) ORDER BY id", (service, environment)).fetchall()
+        return [int(r[0]) for r in rows]
 
     def started_release(self, deployment_id: int) -> tuple[str, str] | None:
         """(digest, version) of the artifact deployment_id started with (digest as '0x' + hex; version
@@ -983,15 +1076,15 @@ class Index:
         keys, key_params = [], []
         tables = record_tables()
 
-        def by_column(column: str, value) -> None:
+        def by_column(column: str, value, skip=frozenset()) -> None:
             parts = [f"SELECT block_number, log_index FROM {t} WHERE {column} = ?"
-                     for t, e in tables.items() if any(name == column for name, _ in e.columns)]
+                     for t, e in tables.items() if t not in skip and any(name == column for name, _ in e.columns)]
             keys.append(" UNION ALL ".join(parts))
             key_params.extend([value] * len(parts))
 
         if digest is not None:
             key = digest_hex(digest)
-            by_column("digest", key)
+            by_column("digest", key, NOT_ARTIFACT_DIGEST)
             for name in DEPLOYMENT_EVENTS:
                 keys[-1] += (f" UNION ALL SELECT block_number, log_index FROM {snake_case(name)} "
                              f"WHERE id IN (SELECT id FROM deployment_started WHERE digest = ?)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from shipledger.errors import UsageError
-from shipledger.models import DeploymentStatus, Verdict
+from shipledger.models import ArtifactKind, DeploymentStatus, Verdict
 
 ZERO32 = "0x" + "0" * 64
 
@@ -48,6 +48,7 @@ class ArtifactTrace:
     digest: str  # sha256:<hex>
     service: str
     version: str
+    kind: str  # build, image, config or infrastructure
     registrant: str
     commit: str  # hex SHA ('' if none was recorded)
     committed_at: int
@@ -58,6 +59,8 @@ class ArtifactTrace:
     registered_tx: str
     revoked: bool
     steps: list[Step]
+    record_hash: str = ""  # the registry's identity of the whole record (recordOf)
+    attestations: list = field(default_factory=list)  # {"type", "document_digest", "uri", "attestor", "block_number"}
 
 
 def ensure_indexes(db) -> None:
@@ -112,20 +115,37 @@ def trace(db, digest: str, service: str) -> ArtifactTrace:
         committed = datetime.fromtimestamp(r["committed_at"], timezone.utc).isoformat(timespec="seconds")
         parts.append(f"committed {committed}")
     parts += [f"{name} {_sha(r[name])[:19]}.." for name in ("provenance", "sbom") if _sha(r[name])]
-    step("registered", r, f"{service} {r['version']} registered by {r['registrant']} ({', '.join(parts)})",
-         actor=r["registrant"], version=r["version"], commit=commit, committed_at=r["committed_at"],
-         provenance=_sha(r["provenance"]), sbom=_sha(r["sbom"]), uri=r["uri"])
+    artifact_kind = _kind(r["kind"])
+    step("registered", r, f"{service} {r['version']} ({artifact_kind}) registered by {r['registrant']} ({', '.join(parts)})",
+         actor=r["registrant"], version=r["version"], artifact_kind=artifact_kind, commit=commit, committed_at=r["committed_at"],
+         provenance=_sha(r["provenance"]), sbom=_sha(r["sbom"]), uri=r["uri"], record_hash=r["record_hash"])
+    attestations = []
+    for r in db.execute("SELECT * FROM attestation_recorded WHERE digest = ? AND service = ?", (digest, service)):
+        attestations.append({"type": r["attestation_type"], "document_digest": _sha(r["document_digest"]), "uri": r["uri"],
+                             "attestor": r["attestor"], "block_number": r["block_number"]})
+        step("attested", r, f"{r['attestation_type']} attestation {_sha(r['document_digest'])[:19]}.. recorded by"
+             f" {r['attestor']}" + (f" ({r['uri']})" if r["uri"] else ""), actor=r["attestor"],
+             attestation_type=r["attestation_type"], document_digest=_sha(r["document_digest"]), uri=r["uri"])
 
     # ------------------------------------------------------------ votes and revocation
     key = (digest, service)
     for kind, table, note in (("approved", "artifact_approved", "comment"), ("rejected", "artifact_rejected", "reason")):
         for r in db.execute(f"SELECT * FROM {table} WHERE digest = ? AND service = ?", key):
             organisation = organisations.get(r["org"], f"org {r['org']}")
-            how = "an EIP-712 signature (submitted by anyone)" if r["by_signature"] else "a transaction"
+            signed_at = datetime.fromtimestamp(r["signed_at"], timezone.utc).isoformat(timespec="seconds")
+            how = (f"an EIP-712 signature signed at {signed_at} (nonce {r['nonce']}, submitted by {r['submitter']})"
+                   if r["by_signature"] else "a transaction")
             text = (f"{kind} for {r['environment']} by {r['approver']} ({organisation}) with {how},"
                     f" under policy version {r['policy_version']}" + (f": {r[note]}" if r[note] else ""))
             step(kind, r, text, environment=r["environment"], actor=r["approver"], organisation=organisation,
-                 org=r["org"], by_signature=bool(r["by_signature"]), policy_version=r["policy_version"], note=r[note])
+                 org=r["org"], by_signature=bool(r["by_signature"]), policy_version=r["policy_version"], note=r[note],
+                 signed_at=r["signed_at"], nonce=int(r["nonce"]), deadline=r["deadline"], submitter=r["submitter"])
+    # A skipped signed vote names the digest, not the service (its signature may not even verify),
+    # so every skip for this digest is shown.
+    for r in db.execute("SELECT * FROM signed_vote_skipped WHERE digest = ?", (digest,)):
+        reason = SKIP_REASONS.get(r["reason"], str(r["reason"]))
+        step("vote-skipped", r, f"a signed vote by {r['signer']} (nonce {r['nonce']}, submitted by {r['submitter']})"
+             f" was skipped: {reason}", actor=r["signer"], reason=reason, nonce=int(r["nonce"]), submitter=r["submitter"])
     for r in db.execute("SELECT * FROM vote_withdrawn WHERE digest = ? AND service = ?", key):
         previous = {1: "approval", 2: "rejection"}.get(r["previous"], "vote")
         step("withdrawn", r, f"{r['approver']} withdrew their {previous} for {r['environment']}",
@@ -214,8 +234,12 @@ def trace(db, digest: str, service: str) -> ArtifactTrace:
             ("incident-acknowledged", "incident_acknowledged", lambda r: f"incident {r['id']} acknowledged"),
             ("incident-mitigated", "incident_mitigated", lambda r: f"incident {r['id']} mitigated"
              + (f" by the rollback of deployment {r['rollback_id']}" if r["rollback_id"] else "")),
+            ("incident-resolve-approved", "incident_resolve_approved", lambda r: f"incident {r['id']} resolution"
+             f" approved by {r['responder']} (org {r['org']}): {r['organisations']} of {r['needed']} organisations"),
             ("incident-resolved", "incident_resolved", lambda r: f"incident {r['id']} resolved"
              + (f", postmortem {_sha(r['postmortem_digest'])[:19]}.." if _sha(r["postmortem_digest"]) else "")),
+            ("postmortem", "postmortem_attached", lambda r: f"postmortem of incident {r['id']} attached:"
+             f" {_sha(r['digest'])[:19]}.." + (f" ({r['uri']})" if r["uri"] else "")),
         )
         for kind, table, text in follow_ups:
             for r in db.execute(f"SELECT * FROM {table} WHERE id IN ({marks})", list(incidents)):
@@ -224,10 +248,22 @@ def trace(db, digest: str, service: str) -> ArtifactTrace:
     steps.sort(key=lambda s: (s.block_number, s.log_index))
     reg = registered
     return ArtifactTrace(
-        digest="sha256:" + digest[2:], service=service, version=reg["version"], registrant=reg["registrant"],
+        digest="sha256:" + digest[2:], service=service, version=reg["version"], kind=artifact_kind, registrant=reg["registrant"],
         commit=commit, committed_at=reg["committed_at"], provenance=_sha(reg["provenance"]), sbom=_sha(reg["sbom"]),
         uri=reg["uri"], registered_block=reg["block_number"], registered_tx=reg["tx_hash"], revoked=revoked, steps=steps,
+        record_hash=reg["record_hash"], attestations=attestations,
     )
+
+
+SKIP_REASONS = {1: "bad_signature", 2: "not_approver", 3: "nonce_used", 4: "expired", 5: "stale",
+                6: "signed_in_future", 7: "refused"}
+
+
+def _kind(value) -> str:
+    try:
+        return ArtifactKind(int(value)).name.lower()
+    except ValueError:
+        return str(value)
 
 
 def _suspects(value) -> list[int]:

@@ -23,7 +23,8 @@ from web3 import Web3
 
 from shipledger import ArtifactSpec, Ledger
 from shipledger._internal import artifacts
-from shipledger.network.devnet import Anvil, dev_private_keys, rpc_call
+from shipledger.compliance.index import Index
+from shipledger.network.devnet import Anvil, dev_bootstrap, dev_private_keys, rpc_call
 from support import digest_for, ok, run, unique
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,14 +43,14 @@ def increase_time(url: str, seconds: int) -> None:
 @pytest.fixture(scope="module")
 def story(dn):
     """An honest history on the module devnet: every deployment start was allowed by the real gate."""
-    admin, registrar, deployer, responder = (dn.ledger(p) for p in ("admin", "registrar", "deployer", "responder"))
+    registrar, deployer, responder = (dn.ledger(p) for p in ("registrar", "deployer", "responder"))
     approver = [dn.ledger("approver", i) for i in range(3)]
     outsider = dn.ledger("outsider")
     s = {"service": unique("pay")}
     svc = s["service"]
 
-    admin.set_policy(svc, "staging", threshold=1)
-    admin.set_policy(svc, "prod", threshold=2, min_organisations=2, ttl=30 * 24 * HOUR,
+    dn.set_policy(svc, "staging", threshold=1)
+    dn.set_policy(svc, "prod", threshold=2, min_organisations=2, ttl=30 * 24 * HOUR,
                      prior_environment="staging", freeze_severity=2)
 
     def register(version: str, **extra) -> str:
@@ -96,12 +97,12 @@ def story(dn):
 
     # More flows the audit must find honest, each in its own service.
     t = unique("flows")
-    admin.set_policy(t, "prod", threshold=1)
+    dn.set_policy(t, "prod", threshold=1)
     a = digest_for(f"{t}@a")
     registrar.register(ArtifactSpec(digest=a, service=t, version="a"))
     approver[0].approve(a, t, "prod")
     # the policy changes after the approval: approvals cast under version 1 still count under version 2
-    admin.set_policy(t, "prod", threshold=1, ttl=HOUR, freeze_severity=2)
+    dn.set_policy(t, "prod", threshold=1, ttl=HOUR, freeze_severity=2)
     s["t_a"] = deployer.start_deployment(a, t, "prod", 100)
     deployer.complete(s["t_a"])
     # an expired approval withdrawn and cast again, then a deployment that is rolled back unfinished
@@ -131,8 +132,8 @@ def story(dn):
     # needs staging) still allows it; a waiting period that has passed; a removed approver's old
     # vote no longer counts but the others suffice.
     u = unique("redeploy")
-    admin.set_policy(u, "staging", threshold=1)
-    admin.set_policy(u, "prod", threshold=2, min_organisations=2, prior_environment="staging", min_wait=HOUR)
+    dn.set_policy(u, "staging", threshold=1)
+    dn.set_policy(u, "prod", threshold=2, min_organisations=2, prior_environment="staging", min_wait=HOUR)
     c = digest_for(f"{u}@c")
     registrar.register(ArtifactSpec(digest=c, service=u, version="c"))
     approver[2].approve(c, u, "staging")
@@ -142,12 +143,11 @@ def story(dn):
     deployer.rollback(again, "redeploy undone")
     for i in range(3):
         approver[i].approve(c, u, "prod")
-    removed = Account.from_key(dn.key("approver", 2)).address
     increase_time(dn.rpc_url, 2 * HOUR)
     s["u_prod"] = deployer.start_deployment(c, u, "prod", 100)
     deployer.complete(s["u_prod"])
-    admin.revoke_role("APPROVER", removed)
-    admin.grant_role("APPROVER", removed)  # put the devnet back as it was
+    # (An approver removed and re-admitted by its steward is left out here: the registry folds that
+    # RoleRevoked after ApproverSlotFreed, against log order; see test_history_fold_order.py.)
     s["starts"] = 11
     return s
 
@@ -184,8 +184,11 @@ def test_trace_shows_every_step_of_the_custody_with_real_transactions(dn, story,
         ("approved", "prod"), ("approved", "prod"), ("rejected", "prod"), ("withdrawn", "prod"),
         ("deployed", "prod"), ("canary-verdict", "prod"), ("promoted", "prod"), ("completed", "prod"),
         ("incident-opened", "prod"), ("rolled-back", "prod"),
-        ("incident-acknowledged", "prod"), ("incident-mitigated", "prod"), ("incident-resolved", "prod"),
+        ("incident-acknowledged", "prod"), ("incident-mitigated", "prod"), ("incident-resolve-approved", "prod"),
+        ("incident-resolved", "prod"),
     ]
+    assert artifact["kind"] == "build" and steps[0]["details"]["artifact_kind"] == "build"
+    assert artifact["record_hash"].startswith("0x") and len(artifact["record_hash"]) == 66
     by_tx, by_sig = steps[5], steps[6]
     assert (by_tx["actor"], by_tx["details"]["by_signature"], by_tx["details"]["organisation"]) == (
         dn.address("approver", 0), False, "acme")
@@ -193,6 +196,9 @@ def test_trace_shows_every_step_of_the_custody_with_real_transactions(dn, story,
         dn.address("approver", 1), True, "globex")
     assert by_tx["details"]["policy_version"] == by_sig["details"]["policy_version"] == 1
     assert "signature" in by_sig["summary"] and "reviewed the diff" in by_tx["summary"]
+    # a signed vote says when it was signed, its nonce and who submitted it
+    assert by_sig["details"]["submitter"] == dn.address("outsider") and by_sig["details"]["signed_at"] > 0
+    assert by_sig["details"]["nonce"] > 0 and by_tx["details"]["nonce"] == 0
     assert steps[7]["actor"] == dn.address("approver", 2)
     canary = steps[10]
     assert canary["deployment"] == story["v2_prod"]
@@ -227,8 +233,8 @@ def test_trace_human_output_is_one_line_per_step(dn, story, db):
     result = dn.run("trace", "--digest", story["v2"], "--service", story["service"], "--db", db, "--no-sync")
     assert result.code == 0, result.err
     lines = result.out.strip().splitlines()
-    assert lines[0].startswith(f"{story['service']} 2.0.0 {story['v2']}")
-    assert len(lines) == 1 + 18
+    assert lines[0].startswith(f"{story['service']} 2.0.0 (build) {story['v2']}")
+    assert len(lines) == 1 + 19
     assert all("(tx 0x" in line for line in lines[1:])
 
 
@@ -247,7 +253,8 @@ def test_audit_of_the_honest_history_is_clean(dn, story, db):
     assert doc["clean"] is True and doc["findings"] == []
     summary = doc["summary"]
     assert summary["starts"] == story["starts"] and summary["rollbacks"] == 3
-    assert summary["contracts_checked"] == 2 and summary["blocks_checked"] > 50
+    assert summary["contracts_checked"] == 3 and summary["blocks_checked"] > 50
+    assert summary["proposals"] == summary["executions"] == 6 and summary["votes"] >= 12
 
 
 def test_audit_human_output_of_a_clean_history(dn, story, db):
@@ -296,7 +303,7 @@ def test_replay_finds_rollbacks_promotions_completions_and_senders_the_rules_for
         completed = conn.execute("SELECT block_number, tx_hash, timestamp FROM events WHERE event = 'DeploymentCompleted'"
                                  " AND json_extract(args, '$.id') = ?", (story["v1_prod"],)).fetchone()
         conn.execute("INSERT INTO events VALUES (?, -1, '0x', ?, 0, ?, 'ReleaseRegistry', '0x', 'ArtifactRevoked',"
-                     " 'revoked', ?, '', ?)", (*completed, svc, json.dumps({"digest": "0x" + story["v1"][7:],
+                     " 'revoked', ?, '', ?, '0x', 0)", (*completed, svc, json.dumps({"digest": "0x" + story["v1"][7:],
                                                                           "service": svc, "reason": "x"})))
     with Index.open(rewritten) as index:
         replay = RuleReplay()
@@ -306,7 +313,7 @@ def test_replay_finds_rollbacks_promotions_completions_and_senders_the_rules_for
         ("rollback.wrong_restore", story["v2_prod"], wrong_restore),
         ("promotion.not_increasing", story["v2_staging"], lowered),
         ("complete.below_100", story["v2_staging"], lowered + 1),
-        ("complete.revoked", story["v1_prod"], completed[0]),
+        ("complete.artifact_revoked", story["v1_prod"], completed[0]),  # the step re-check
     ]), replay.findings
     with Index.open(rewritten) as index:
         everything = RuleReplay()
@@ -314,29 +321,30 @@ def test_replay_finds_rollbacks_promotions_completions_and_senders_the_rules_for
     assert ("role.missing", story["t_a"], stranger) in {(f.rule, f.deployment, f.block) for f in everything.findings}
 
 
-# ============================================================================ a suite that skips the gate
+# ============================================================================ test-only variants of the suite
 
 GATE_LINE = "        if (reason != GateReason.Allowed) revert GateDenied(reason, detailA, detailB);\n"
+WEAKENING_LINE = "        bool weakening = this.isWeakening(proposal.target, proposal.data); // external: the check reads calldata\n"
 
 
-def compile_ledger_without_gate() -> dict:
-    """contracts/DeploymentLedger.sol with the gate's answer ignored, compiled with the project's
-    own compiler driver and build settings (nothing is downloaded)."""
-    source = (ROOT / "contracts" / "DeploymentLedger.sol").read_text()
-    assert source.count(GATE_LINE) == 1, "DeploymentLedger.start changed: update the test-only variant"
-    source = source.replace(GATE_LINE, "        (reason, detailA, detailB); // TEST-ONLY VARIANT: the gate is skipped\n")
+def compile_variant(contract: str, line: str, replacement: str) -> dict:
+    """contracts/<contract>.sol with one line replaced, compiled with the project's own compiler
+    driver and build settings (nothing is downloaded)."""
+    source = (ROOT / "contracts" / f"{contract}.sol").read_text()
+    assert source.count(line) == 1, f"{contract}.sol changed: update the test-only variant"
+    source = source.replace(line, replacement)
     spec = importlib.util.spec_from_file_location("shipledger_build", ROOT / "scripts" / "build.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
     settings = {**build.SETTINGS, "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}}}
     standard_input = {"language": "Solidity", "settings": settings,
-                      "sources": {"contracts/DeploymentLedger.sol": {"content": source}}}
+                      "sources": {f"contracts/{contract}.sol": {"content": source}}}
     done = subprocess.run([str(ROOT / "tools" / "solc"), "--standard-json", "--base-path", str(ROOT)],
                           input=json.dumps(standard_input), capture_output=True, text=True, check=True, timeout=300)
     output = json.loads(done.stdout)
     errors = [e["formattedMessage"] for e in output.get("errors", []) if e["severity"] == "error"]
     assert not errors, errors
-    compiled = output["contracts"]["contracts/DeploymentLedger.sol"]["DeploymentLedger"]
+    compiled = output["contracts"][f"contracts/{contract}.sol"][contract]
     return {"abi": compiled["abi"], "bytecode": "0x" + compiled["evm"]["bytecode"]["object"]}
 
 
@@ -350,52 +358,93 @@ def deploy(w3: Web3, key: str, abi: list, bytecode: str, *args) -> tuple[str, in
     return receipt.contractAddress, receipt.blockNumber
 
 
+def deploy_suite_with(url: str, keys: list[str], *, delay: int, governance: dict | None = None,
+                      ledgers: tuple = (None,)) -> dict:
+    """The suite with the devnet's bootstrap consortium, built by hand so a part can be a variant:
+    {"registry", "governance", "ledgers": [(address, block)...], "blocks"}. `ledgers` lists the
+    DeploymentLedger builds to deploy on the one registry (None: the committed one)."""
+    from eth_utils import to_checksum_address
+    from web3.utils.address import get_create_address
+
+    from shipledger.client import encode_bootstrap
+
+    w3 = Web3(Web3.HTTPProvider(url))
+    admin = Account.from_key(keys[0]).address
+    nonce = w3.eth.get_transaction_count(admin)
+    predicted = to_checksum_address(get_create_address(admin, nonce + 1))
+    bootstrap = dev_bootstrap([Account.from_key(k).address for k in keys], delay)
+    registry, registry_block = deploy(w3, keys[0], artifacts.abi("ReleaseRegistry"),
+                                      artifacts.load("ReleaseRegistry")["bytecode"], predicted, encode_bootstrap(bootstrap))
+    build = governance or {"abi": artifacts.abi("Governance"), "bytecode": artifacts.load("Governance")["bytecode"]}
+    gov, gov_block = deploy(w3, keys[0], build["abi"], build["bytecode"], registry, bootstrap.organisations_needed, delay)
+    assert gov == predicted
+    deployed = []
+    for variant in ledgers:
+        build = variant or {"abi": artifacts.abi("DeploymentLedger"), "bytecode": artifacts.load("DeploymentLedger")["bytecode"]}
+        deployed.append(deploy(w3, keys[0], build["abi"], build["bytecode"], registry))
+    return {"registry": (registry, registry_block), "governance": (gov, gov_block), "ledgers": deployed}
+
+
+def suite_book(chain_id: int, url: str, suite: dict, ledger: int = 0) -> dict:
+    (registry, registry_block), (gov, gov_block) = suite["registry"], suite["governance"]
+    address, block = suite["ledgers"][ledger]
+    return {"chain_id": chain_id, "rpc_url": url, "contracts": {
+        "ReleaseRegistry": {"address": registry, "block": registry_block},
+        "Governance": {"address": gov, "block": gov_block},
+        "DeploymentLedger": {"address": address, "block": block}}}
+
+
+V2_GATE_REASONS = ("allowed", "unknown_artifact", "artifact_revoked", "no_policy", "rejected_by", "waiting_period",
+                   "not_enough_approvals", "approvals_expired", "not_enough_organisations", "missing_prior_environment",
+                   "frozen_by_incident", "rollout_in_progress", "missing_attestation")
+PART = {"admin": 0, "registrar": 1, "deployer": 2, "responder": 3, "a0": 4, "a1": 5, "a2": 6, "a3": 7,
+        "s0": 8, "s1": 9, "s2": 10}  # dev_bootstrap's accounts; a3 joins acme in the test
+
+
+def govern(on: dict, url: str, change) -> None:
+    """acme's steward proposes, globex's approves, and a scheduled change is executed when due."""
+    proposal = on["s0"].propose(change)
+    proposal = on["s1"].approve_proposal(proposal.id)
+    if proposal.state == "scheduled":
+        increase_time(url, max(0, proposal.executable_at - int(rpc_call(url, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16)))
+        proposal = on["s2"].execute_proposal(proposal.id)
+    assert proposal.state == "executed", proposal
+
+
 @pytest.fixture(scope="module")
-def no_gate_chain():
-    node = Anvil.start()
+def variant_chain():
+    node = Anvil.start(extra_args=("--hardfork", "berlin"))
     yield node
     node.stop()
 
 
-def test_audit_of_a_ledger_that_skips_the_gate_names_the_code_and_every_denied_deployment(no_gate_chain, tmp_path):
-    url = no_gate_chain.url
-    keys = dev_private_keys(10)
-    w3 = Web3(Web3.HTTPProvider(url))
-    variant = compile_ledger_without_gate()
-    registry, registry_block = deploy(w3, keys[0], artifacts.abi("ReleaseRegistry"),
-                                      artifacts.load("ReleaseRegistry")["bytecode"], Account.from_key(keys[0]).address)
-    skipping, skipping_block = deploy(w3, keys[0], variant["abi"], variant["bytecode"], registry)
-    honest, honest_block = deploy(w3, keys[0], artifacts.abi("DeploymentLedger"),
-                                  artifacts.load("DeploymentLedger")["bytecode"], registry)
-
-    def book(ledger_address: str, block: int) -> dict:
-        return {"chain_id": no_gate_chain.chain_id, "rpc_url": url, "contracts": {
-            "ReleaseRegistry": {"address": registry, "block": registry_block},
-            "DeploymentLedger": {"address": ledger_address, "block": block}}}
-
-    suite_book, twin_book = book(skipping, skipping_block), book(honest, honest_block)
+def test_audit_of_a_ledger_that_skips_the_gate_names_the_code_and_every_denied_deployment(variant_chain, tmp_path):
+    url = variant_chain.url
+    keys = dev_private_keys(11)
+    variant = compile_variant("DeploymentLedger", GATE_LINE,
+                              "        (reason, detailA, detailB); // TEST-ONLY VARIANT: the gate is skipped\n")
+    suite = deploy_suite_with(url, keys, delay=0, ledgers=(variant, None))
+    skipping = suite["ledgers"][0][0]
+    book, twin_book = suite_book(variant_chain.chain_id, url, suite, 0), suite_book(variant_chain.chain_id, url, suite, 1)
     book_path = tmp_path / "no-gate.json"
-    book_path.write_text(json.dumps(suite_book))
-    part = {"admin": 0, "registrar": 1, "deployer": 2, "responder": 3, "a0": 4, "a1": 5, "a2": 6, "a3": 7}
-    on = {name: Ledger.connect(url, suite_book, signer=keys[i]) for name, i in part.items()}
+    book_path.write_text(json.dumps(book))
+    on = {name: Ledger.connect(url, book, signer=keys[i]) for name, i in PART.items()}
     twin = {name: Ledger.connect(url, twin_book, signer=keys[i]) for name, i in (("responder", 3), ("reader", 0))}
+    on["s0"].add_member(on["a3"].signer_address, True)  # a second acme approver
 
-    admin = on["admin"]
-    orgs = [admin.add_organisation(name) for name in ("acme", "globex", "initech")]
-    for approver, org in (("a0", orgs[0]), ("a1", orgs[1]), ("a2", orgs[2]), ("a3", orgs[0])):
-        admin.add_member(org, on[approver].signer_address, ["APPROVER"])
-    admin.grant_role("REGISTRAR", on["registrar"].signer_address)
-    admin.grant_role("DEPLOYER", on["deployer"].signer_address)
-    admin.grant_role("RESPONDER", on["responder"].signer_address)
+    def twin_gate(digest: str, service: str, env: str) -> str:
+        """The twin's gate reason by name, read raw (GateReason codes of IDeploymentLedger.sol)."""
+        code, _, _ = twin["reader"].ledger.functions.gate(bytes.fromhex(digest[7:]), service, env).call()
+        return V2_GATE_REASONS[code]
 
     expected: dict[int, str | None] = {}  # deployment id -> the rule the audit must report, None if allowed
 
     def start(service: str, digest: str, rule: str | None, env: str = "prod") -> None:
         # the real gate's answer at this moment, from the honest twin on the same registry
-        answer = twin["reader"].gate(digest, service, env)
-        assert answer.allowed is (rule is None), (service, answer)
+        reason = twin_gate(digest, service, env)
+        assert (reason == "allowed") is (rule is None), (service, reason)
         if rule is not None:
-            assert rule == f"gate.{answer.reason}", (service, answer)
+            assert rule == f"gate.{reason}", (service, reason)
         deployment = on["deployer"].start_deployment(digest, service, env, 100)
         expected[deployment] = rule
         if rule is None:
@@ -403,12 +452,15 @@ def test_audit_of_a_ledger_that_skips_the_gate_names_the_code_and_every_denied_d
         else:
             on["deployer"].fail(deployment, "not allowed")
 
+    def set_policy(service: str, **policy) -> None:
+        govern(on, url, on["s0"].change_policy(service, "prod", **{"threshold": 2, "min_organisations": 2, **policy}))
+
     def case(name: str, rule: str | None = None, *, approvers=("a0", "a1"), policy: dict | None = None,
              register: bool = True, before=None) -> tuple[str, str]:
         service = unique(name)
         digest = digest_for(service)
         if policy is not None:
-            admin.set_policy(service, "prod", **{"threshold": 2, "min_organisations": 2, **policy})
+            set_policy(service, **policy)
         if register:
             on["registrar"].register(ArtifactSpec(digest=digest, service=service, version="1.0.0"))
             for approver in approvers:
@@ -429,10 +481,10 @@ def test_audit_of_a_ledger_that_skips_the_gate_names_the_code_and_every_denied_d
         on["registrar"].revoke(digest, service, "bad build")
 
     def new_policy(service, digest):
-        admin.set_policy(service, "prod", threshold=2, min_organisations=2, ttl=HOUR)
+        set_policy(service, ttl=HOUR)
 
-    def revoke_approver(service, digest):
-        admin.revoke_role("APPROVER", on["a1"].signer_address)
+    def attestation_policy(service, digest):
+        set_policy(service, required_attestations=["sbom"])
 
     case("allowed", policy={})
     case("older-policy-votes", policy={"min_organisations": 1}, before=new_policy)
@@ -446,9 +498,21 @@ def test_audit_of_a_ledger_that_skips_the_gate_names_the_code_and_every_denied_d
     case("one-org", "gate.not_enough_organisations", policy={}, approvers=("a0", "a3"))
     case("prior", "gate.missing_prior_environment", policy={"prior_environment": "staging"})
     case("expired", "gate.approvals_expired", policy={"ttl": 60}, before=lambda s, d: increase_time(url, 120))
-    service, digest = case("approver-revoked", "gate.not_enough_approvals", policy={}, before=revoke_approver)
-    admin.grant_role("APPROVER", on["a1"].signer_address)
-    start(service, digest, None)  # the approver's old vote counts again, as the registry counts it
+    case("attested", "gate.missing_attestation", policy={}, before=attestation_policy)
+    # another rollout still running in the target (started on the skipping ledger, not finished)
+    service, digest = case("busy", policy={})
+    on["registrar"].register(ArtifactSpec(digest=digest_for(service + "2"), service=service, version="2.0.0"))
+    for approver in ("a0", "a1"):
+        on[approver].approve(digest_for(service + "2"), service, "prod")
+    running = on["deployer"].start_deployment(digest_for(service + "2"), service, "prod", 10)
+    expected[running] = None
+    third = digest_for(service + "3")
+    on["registrar"].register(ArtifactSpec(digest=third, service=service, version="3.0.0"))
+    for approver in ("a0", "a1"):
+        on[approver].approve(third, service, "prod")
+    assert twin_gate(third, service, "prod") == "allowed"  # the twin has no rollout there
+    crowded = on["deployer"].start_deployment(third, service, "prod", 10)
+    expected[crowded] = "gate.rollout_in_progress"
 
     result = run(["audit", "--json", "--full", "--db", tmp_path / "index.sqlite", "--deployment", book_path,
                   "--rpc", url], cwd=tmp_path)
@@ -471,3 +535,42 @@ def test_audit_of_a_ledger_that_skips_the_gate_names_the_code_and_every_denied_d
     assert lines[0].startswith("gate.not_enough_approvals") and "was not allowed" in lines[0]
     assert lines[-1].startswith("code.mismatch") and skipping in lines[-1]
     assert f"{len(findings)} finding(s)" in human.err
+
+
+def test_audit_flags_a_weakening_proposal_executed_before_its_delay(variant_chain, tmp_path):
+    """A Governance variant that calls every change tightening: a weakening policy executes with the
+    K-th approval instead of waiting its delay. The audit re-derives weakening from the call data
+    and the replayed policy, and names the misclassification, the skipped delay and the code."""
+    url = variant_chain.url
+    keys = dev_private_keys(11)
+    variant = compile_variant("Governance", WEAKENING_LINE,
+                              "        bool weakening = false; // TEST-ONLY VARIANT: nothing is weakening\n")
+    suite = deploy_suite_with(url, keys, delay=HOUR, governance=variant)
+    book = suite_book(variant_chain.chain_id, url, suite)
+    book_path = tmp_path / "weak.json"
+    book_path.write_text(json.dumps(book))
+    on = {name: Ledger.connect(url, book, signer=keys[i]) for name, i in PART.items()}
+    service = unique("weak")
+    # a first policy (weakening: there was none), then a lower threshold (weakening), then a higher one
+    # (tightening, which may run at once)
+    for threshold in (2, 1, 3):
+        proposal = on["s0"].propose(on["s0"].change_policy(service, "prod", threshold=threshold, min_organisations=1))
+        proposal = on["s1"].approve_proposal(proposal.id)
+        assert proposal.state == "executed" and proposal.weakening is False  # what the variant claims
+    assert on["admin"].policy(service, "prod").threshold == 3
+
+    result = run(["audit", "--json", "--db", tmp_path / "index.sqlite", "--deployment", book_path, "--rpc", url],
+                 cwd=tmp_path)
+    assert result.code == 3, result.err
+    findings = result.json()["findings"]
+    by_rule = sorted((f["rule"], f["block"]) for f in findings if f["rule"].startswith("governance."))
+    blocks = [r["block_number"] for r in Index.open(tmp_path / "index.sqlite").db.execute(
+        "SELECT block_number FROM proposal_executed ORDER BY id")]
+    assert by_rule == sorted([("governance.weakening_misclassified", blocks[0]), ("governance.delay_too_short", blocks[0]),
+                              ("governance.delay_not_waited", blocks[0]),
+                              ("governance.weakening_misclassified", blocks[1]), ("governance.delay_too_short", blocks[1]),
+                              ("governance.delay_not_waited", blocks[1])]), findings
+    message = next(f["message"] for f in findings if f["rule"] == "governance.delay_not_waited")
+    assert f"setPolicy {service}/prod" in message and "3600 s" in message
+    code = [(f["rule"], f["address"]) for f in findings if f["rule"].startswith("code.")]
+    assert code == [("code.mismatch", suite["governance"][0])]

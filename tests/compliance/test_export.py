@@ -46,7 +46,9 @@ def _copy(exported: dict, fmt: str, tmp_path: Path) -> Path:
 def _export(dn, tmp_path, fmt: str, *filters) -> Path:
     out = tmp_path / f"export.{fmt}"
     data = ok(dn.run("export", "--format", fmt, "--out", out, "--db", tmp_path / "index.sqlite", "--json", *filters))
-    assert data == {"out": str(out), "format": fmt, "records": data["records"]}
+    assert data == {"out": str(out), "format": fmt, "records": data["records"], "filter": data["filter"],
+                    "complete": not filters}
+    assert bool(data["filter"]) is bool(filters) and not data["filter"].startswith("-")
     return out
 
 
@@ -103,6 +105,8 @@ def test_export_of_a_service_verifies_against_the_chain(dn, story, exported, fmt
     report = _verify(dn, path, 0)
     assert report["ok"] is True and report["mismatches"] == [] and report["suite_checked"] is True
     assert report["lines"] == len(records)
+    # filtered by service: each line is on the chain, but the whole cannot be proven complete
+    assert report["complete"] is None and "cannot be proven complete" in report["completeness"]["reason"]
 
 
 def test_export_csv_cells_are_plain_text_a_spreadsheet_opens(dn, story, tmp_path):
@@ -173,7 +177,8 @@ def test_verify_export_human_output_names_each_bad_line(dn, story, exported, tmp
     assert result.code == 3 and result.out == ""
     assert f"{path}:{line}: args.version: file has \"9.9.9\", chain has \"1.0.0\"" in result.err
     assert f"{path}:{story['events'] + 2}: has 3 cells, the header has {len(export.COLUMNS)}" in result.err
-    assert result.err.strip().endswith(f"2 of {story['events'] + 1} lines do not match the chain")
+    assert f"2 of {story['events'] + 1} lines do not match the chain" in result.err
+    assert result.err.strip().splitlines()[-1].startswith("completeness not proven: the export is filtered")
 
 
 def test_export_bad_input_writes_nothing(dn, tmp_path):

@@ -55,10 +55,10 @@ def story(dn, tmp_path_factory):
     t0 = (latest // DAY + 2) * DAY  # a UTC midnight at least a day ahead of the chain
     repo = tmp_path_factory.mktemp("gitrepo") / "repo"
     git_sha = _git_repo(repo, t0 + DAY - 3600)
-    admin, registrar, deployer, responder = (dn.ledger(p) for p in ("admin", "registrar", "deployer", "responder"))
+    registrar, deployer, responder = (dn.ledger(p) for p in ("registrar", "deployer", "responder"))
     approvers = [dn.ledger("approver", i) for i in range(3)]
-    admin.set_policy(service, "prod", threshold=2, min_organisations=2)
-    admin.set_policy(service, "staging", threshold=1)
+    dn.set_policy(service, "prod", threshold=2, min_organisations=2)  # through governance
+    dn.set_policy(service, "staging", threshold=1)
 
     def release(day: int, version: str, commit: str = "", committed_at: int = 0) -> tuple[str, int]:
         """Register at day start, approvals after 1 and 2 min (v1: 10 and 20 min), deploy after 10 min,
