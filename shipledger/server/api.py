@@ -78,6 +78,7 @@ class Status(BaseModel):
     live: dict[str, Any] | None
     active: dict[str, Any] | None
     open_incidents: list[dict[str, Any]]
+    open_incident_counts: dict[str, int] = Field(description="open incidents by severity, as the ledger counts them")
     pending_approvals: list[dict[str, Any]]
     policy: dict[str, Any] | None
 
@@ -292,9 +293,14 @@ def create_app(state_factory) -> FastAPI:
         """The filtered history as `shipledger export` writes it (CSV or JSON Lines), streamed."""
         from shipledger.compliance import export as exporting
 
+        from shipledger.cli.compliance import _filter_text
+
         index = st(request).reader_db()
         events = filtered_history(index, service, environment, digest, approver, org, kind, since, until)
-        lines = exporting.export_lines(exporting.records(index, events), format)
+        # The same `filter` column as the CLI's: a filtered file must not pass for a complete one.
+        named = SimpleNamespace(service=service, env=environment, digest=digest, approver=approver, org=org, kind=kind,
+                                since=since, until=until)
+        lines = exporting.export_lines(exporting.records(index, events, _filter_text(named)), format)
         media = "text/csv" if format == "csv" else "application/x-ndjson"
         name = f"shipledger-history.{format}"
         return StreamingResponse((line.encode() for line in lines), media_type=media,
