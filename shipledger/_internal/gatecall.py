@@ -76,7 +76,7 @@ def prior_environment_name(get_logs, registry: str, from_block: int, service: st
 
     get_logs(filter) -> logs, each with "data" (hex text or bytes): the JSON-RPC eth_getLogs of the
     caller's connection. Only a denial or `policy show` pays for this read."""
-    from eth_hash.auto import keccak  # not at the top: an allowed gate never needs it
+    from shipledger._internal.abi import keccak  # not at the top: an allowed gate never needs it
 
     def topic(name: str) -> str:
         return "0x" + keccak(name.encode()).hex()

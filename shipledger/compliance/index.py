@@ -44,10 +44,8 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 
-from eth_abi import decode as abi_decode
-from eth_utils import keccak, to_checksum_address
-
 from shipledger._internal import artifacts
+from shipledger._internal.abi import checksum_address, keccak
 from shipledger._internal.revert import canonical_type
 from shipledger._internal.rpc import Rpc, error_text
 from shipledger.errors import ConnectionFailed, PathError, ShipledgerError, UsageError, path_error
@@ -113,7 +111,7 @@ def snake_case(name: str) -> str:
 
 @lru_cache(maxsize=4096)
 def _checksum(address: str) -> str:
-    return to_checksum_address(address)
+    return checksum_address(address)
 
 
 def _json_value(abi_type: str, value, components: list | None = None):
@@ -276,6 +274,10 @@ class EventType:
 
     def decode_with_eth_abi(self, data: bytes) -> list:
         """The non-indexed arguments as JSON values, decoded by eth_abi (the reference decoder)."""
+        # Imported here: eth_abi (with eth_utils and pydantic) costs ~0.5 s of CPU to import, and the
+        # fast decoder handles every event the suite emits well-formed, so most syncs never need it.
+        from eth_abi import decode as abi_decode
+
         try:
             raw = abi_decode(self.data_types, data)
         except Exception:  # noqa: BLE001 - e.g. a string that is not UTF-8: keep the event, mend the text
@@ -338,7 +340,7 @@ def event_types() -> dict[str, EventType]:
         for item in artifacts.abi(contract):
             if item["type"] == "event" and not item.get("anonymous"):
                 signature = f"{item['name']}({','.join(canonical_type(i) for i in item['inputs'])})"
-                table["0x" + keccak(text=signature).hex()] = _event_type(contract, item)
+                table["0x" + keccak(signature).hex()] = _event_type(contract, item)
     return table
 
 
@@ -348,7 +350,7 @@ def record_tables() -> dict[str, EventType]:
 
 
 def _target_key(service: str, environment: str) -> str:
-    return "0x" + keccak(keccak(text=service) + keccak(text=environment)).hex()
+    return "0x" + keccak(keccak(service) + keccak(environment)).hex()
 
 
 # ---------------------------------------------------------------------- schema
@@ -427,7 +429,7 @@ class Endpoint:
         from shipledger.errors import AddressBookError
 
         timeout = timeout or RPC_TIMEOUT
-        contracts = {name: to_checksum_address(book["contracts"][name]["address"]) for name in artifacts.SUITE}
+        contracts = {name: checksum_address(book["contracts"][name]["address"]) for name in artifacts.SUITE}
         chain_id, *codes = Rpc(_http_url(url), timeout=timeout).batch(
             [("eth_chainId", []), *(("eth_getCode", [address, "latest"]) for address in contracts.values())])
         if int(chain_id, 16) != int(book["chain_id"]):
