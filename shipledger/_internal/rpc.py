@@ -18,11 +18,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 
 from shipledger.errors import ConnectionFailed
 
 TIMEOUT = 60  # seconds per HTTP request
+LOG_RANGE = 5_000  # blocks per eth_getLogs for the SDK's reads: Besu refuses wider ranges by default
+# A node refusing a whole batch for its size: Besu "Number of requests exceeds max batch size" (1,024
+# by default), geth "batch too large", Nethermind "Batch size limit exceeded", gateways "batch limit".
+BATCH_REFUSAL = re.compile(r"batch (size|limit|too large)|exceeds max batch|too many requests in (the )?batch", re.IGNORECASE)
+
+
+def log_ranges(first: int, last: int, size: int | None = None) -> list[tuple[int, int]]:
+    """[first, last] as consecutive block ranges of at most `size` blocks (default LOG_RANGE, read
+    when called); none when first > last."""
+    size = size or LOG_RANGE
+    return [(low, min(low + size - 1, last)) for low in range(first, last + 1, size)]
 
 
 class Rpc:
@@ -30,7 +42,9 @@ class Rpc:
 
     `replies` hands back each call's reply as the node gave it, so a caller can act on an error (the
     index shrinks a block range the node refuses); `batch`, `fetch` and `call` raise ConnectionFailed
-    on any error reply instead."""
+    on any error reply instead. A batch the node refuses for its size is split in halves and sent
+    again, and later batches are sent in pieces no bigger than the last size that was accepted, so
+    callers never see a node's batch limit."""
 
     def __init__(self, url: str, timeout: float | None = TIMEOUT):
         self.url = url
@@ -38,6 +52,7 @@ class Rpc:
 
         self.timeout = timeout or TIMEOUT  # seconds per request; None: the default
         self._local = threading.local()  # an http.client connection serves one thread (the index fetches in a worker)
+        self.max_batch: int | None = None  # calls per request, once the node refused a bigger batch
 
     def replies(self, calls: list[tuple[str, list]], timeout: float | None = None) -> list[dict]:
         """Replies in call order, each {'result': ...} or {'error': {...}}. Nodes say "too much"
@@ -45,6 +60,9 @@ class Rpc:
         replies (for every call of the batch); only a node that cannot be reached raises."""
         if not calls:
             return []
+        if self.max_batch and len(calls) > self.max_batch:
+            size = self.max_batch  # a piece may lower max_batch again: the pieces keep this size
+            return [reply for start in range(0, len(calls), size) for reply in self.replies(calls[start : start + size], timeout)]
         body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)])
         timeout = self.timeout if timeout is None else timeout
         try:
@@ -57,11 +75,18 @@ class Rpc:
             replies = json.loads(payload)
         except ValueError:
             return [_error(f"HTTP {status}: {payload[:200].decode('utf-8', 'replace')}")] * len(calls)
-        if isinstance(replies, dict) and "error" in replies:  # a node that refuses the whole batch at once
-            return [replies] * len(calls)
-        if not isinstance(replies, list):
+        whole = replies if isinstance(replies, dict) and "error" in replies else None  # the batch refused at once
+        if not isinstance(replies, list) and whole is None:
             return [{"error": {"message": "bad batch reply"}}] * len(calls)
-        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
+        by_id = {} if whole else {r.get("id"): r for r in replies if isinstance(r, dict)}
+        if len(calls) > 1 and not any(i in by_id for i in range(len(calls))):
+            # Too many calls for this node (Besu says so once; others once per call): halve them, and
+            # send no bigger batch to it again.
+            if any(isinstance(r, dict) and BATCH_REFUSAL.search(error_text(r)) for r in ([whole] if whole else replies)):
+                self.max_batch = max(1, len(calls) // 2)
+                return self.replies(calls, timeout)
+        if whole:
+            return [whole] * len(calls)
         return [by_id.get(i, {"error": {"message": "no answer"}}) for i in range(len(calls))]
 
     def _post(self, body: bytes, timeout: float) -> tuple[int, bytes]:

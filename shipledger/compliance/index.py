@@ -69,6 +69,12 @@ REFUSAL = re.compile(
     r"more than \d+ results|too many|too large|range|limit|exceed|timeout|timed out|response size|query returned",
     re.IGNORECASE,
 )
+# What a node says of a range past its own head, when it lags the head another node gave us (nodes
+# behind one load balancer, a validator catching up): geth "block range extends beyond current head
+# block", others "toBlock is greater than latest block" and the like. Not a refusal: the blocks are
+# not there yet, so the sync stops where that node is and the next one goes on.
+NOT_YET = re.compile(r"beyond (the )?current head|greater than (the )?(latest|head|current|chain head)|exceeds (the )?head"
+                     r"|after (the )?(latest|head)|unknown block|header not found", re.IGNORECASE)
 DEPLOYMENT_EVENTS = ("DeploymentPromoted", "CanaryAnalysisRecorded", "DeploymentCompleted", "DeploymentFailed",
                      "DeploymentRolledBack")  # keyed by a deployment id: their digest is the deployment's
 KIND_ALIASES = {"incident": ("incident-opened", "incident-acknowledged", "incident-mitigated", "incident-resolved")}
@@ -398,6 +404,10 @@ class _RangeRefused(Exception):
 
 class _ChainMoved(Exception):
     """The chain changed while a chunk was being read: start over from the checkpoint check."""
+
+
+class _NotThereYet(Exception):
+    """The node has not got the blocks of this range yet (it lags): stop at what is committed."""
 
 
 @dataclass(frozen=True)
@@ -741,16 +751,17 @@ class Index:
             start = checkpoint[0] + 1 if checkpoint else int(self.meta()["start_block"])
             first_block = start if first_block is None else first_block
             try:
-                self._sync_range(rpc, addresses, targets, checkpoint, start, head, progress)
+                synced_to = self._sync_range(rpc, addresses, targets, checkpoint, start, head, progress)
             except _ChainMoved:
                 targets = self._known_targets()
                 continue
-            return SyncResult(first_block, head, self._added, rewound_from)
+            return SyncResult(first_block, synced_to, self._added, rewound_from)
         raise ConnectionFailed(f"the chain kept changing under the index ({MAX_RESTARTS} restarts); try again")
 
-    def _sync_range(self, rpc, addresses, targets, checkpoint, start, head, progress) -> None:
+    def _sync_range(self, rpc, addresses, targets, checkpoint, start, head, progress) -> int:
         """Fetch chunk after chunk and commit each; the next chunk is fetched (in a worker thread)
-        while this one is decoded and written, so the node and this process work at once."""
+        while this one is decoded and written, so the node and this process work at once. Returns
+        the last block committed: `head`, or less when the node turned out not to have the blocks yet."""
         ceiling = MAX_CHUNK  # below the smallest range the node refused lately
         successes = 0
         pool = ThreadPoolExecutor(max_workers=1)
@@ -760,12 +771,23 @@ class Index:
             end = min(cursor + size - 1, head)
             return cursor, end, size, anchor, pool.submit(self._fetch, rpc, addresses, anchor, cursor, end)
 
+        if start > head:
+            return head  # nothing new (from_block > to_block in the SyncResult)
+        synced_to = start - 1
         try:
             pending = fetch(start, checkpoint) if start <= head else None
             while pending is not None:
                 cursor, end, size, anchor, future = pending
                 try:
                     logs, end_block = future.result()
+                except _NotThereYet:
+                    # The node has not got block `end` yet: sync as far as it has, halving the range
+                    # towards its head; a block it lacks right after the checkpoint ends this sync.
+                    if end == cursor:
+                        return synced_to
+                    head = (cursor + end) // 2
+                    pending = fetch(cursor, anchor)
+                    continue
                 except _RangeRefused as exc:
                     if end == cursor:
                         raise ConnectionFailed(f"the node refuses eth_getLogs even for block {cursor}: {exc}") from None
@@ -783,11 +805,13 @@ class Index:
                     self._chunk = min(size * 2, MAX_CHUNK)
                 pending = fetch(end + 1, (end, end_block["hash"])) if end < head else None
                 checkpoint = self._write(logs, end_block, targets, checkpoint)
+                synced_to = end
                 self._added += len(logs)
                 if progress:
                     progress(end - start + 1, head - start + 1)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        return synced_to
 
     def _fetch(self, rpc, addresses, checkpoint, start, end) -> tuple[list[dict], dict]:
         """The suite's logs in [start, end] and the header of `end`, checked to belong to one chain
@@ -798,11 +822,15 @@ class Index:
         ])
         if "error" in logs:
             text = error_text(logs)
+            if NOT_YET.search(text):
+                raise _NotThereYet(text)
             if REFUSAL.search(text) or (logs.get("error") or {}).get("code") == -32005:
                 raise _RangeRefused(text)
             raise ConnectionFailed(f"eth_getLogs failed: {text}")
         if before.get("result") is None:
-            raise _ChainMoved()  # the head went back below `end`
+            # This node has no block `end`: it lags the head we were given, or the chain went back
+            # (the next sync's checkpoint check sees that).
+            raise _NotThereYet()
         logs = [log for log in logs["result"] if not log.get("removed")]
         # Blocks whose time the logs do not carry (older nodes), plus end and checkpoint to check.
         needed = sorted({int(log["blockNumber"], 16) for log in logs if "blockTimestamp" not in log})
