@@ -8,7 +8,11 @@ request), decodes the reason and prints JSON. Target: the CLI's median <= 3x `ca
 Prints the ratios; never fails on time. The native cast binary is used (node_modules/.bin/cast is a
 node shim that adds ~150 ms).
 
-    .venv/bin/python bench/gate_vs_cast.py [--runs 15] [--importtime]
+    .venv/bin/python bench/gate_vs_cast.py [--runs 15] [--importtime] [--also-venv DIR]
+
+--also-venv DIR times DIR/bin/shipledger and DIR/bin/python as well, in the same interleaved runs:
+e.g. a venv where shipledger is installed without the setuptools editable finder (a plain .pth
+path entry, `pip install -e . --config-settings editable_mode=compat`, or a wheel).
 """
 
 from __future__ import annotations
@@ -52,12 +56,13 @@ def setup_release(state: dict) -> str:
     return digest
 
 
-def importtime_top(argv: list[str], cwd, env: dict, top: int = 10, repeats: int = 3) -> list[tuple[float, float, str]]:
+def importtime_top(argv: list[str], cwd, env: dict, top: int = 10, repeats: int = 3,
+                   python: str = sys.executable) -> list[tuple[float, float, str]]:
     """(cumulative ms, self ms, module) of the slowest imports of one gate run, by cumulative time;
     the median over a few runs, since one run on a busy machine is noisy."""
     samples: dict[str, list[tuple[int, int]]] = {}
     for _ in range(repeats):
-        proc = subprocess.run([sys.executable, "-X", "importtime", *argv], cwd=cwd, env=env, capture_output=True, text=True)
+        proc = subprocess.run([python, "-X", "importtime", *argv], cwd=cwd, env=env, capture_output=True, text=True)
         for line in proc.stderr.splitlines():
             m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
             if m:
@@ -81,13 +86,13 @@ print(t1 - t0, t2 - t1, (t3 - t2) - (t2 - t1), code)
 """
 
 
-def phases(argv: list[str], cwd, env: dict, repeats: int = 7) -> dict[str, float]:
+def phases(argv: list[str], cwd, env: dict, repeats: int = 7, python: str = sys.executable) -> dict[str, float]:
     """Median seconds of the gate's phases inside the process: importing shipledger.cli, building
     the argparse parser (the gate's group only), and the rest of main() (parse,
     address book, the JSON-RPC round trip, decode, print)."""
     rows = []
     for _ in range(repeats):
-        proc = subprocess.run([sys.executable, "-c", PHASES, *argv], cwd=cwd, env=env, capture_output=True, text=True)
+        proc = subprocess.run([python, "-c", PHASES, *argv], cwd=cwd, env=env, capture_output=True, text=True)
         rows.append([float(x) for x in proc.stdout.split()[:3]])
     return {name: median([r[i] for r in rows]) for i, name in enumerate(("import shipledger.cli", "build_parser()", "rest of main()"))}
 
@@ -114,6 +119,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--importtime", action="store_true", help="print the import-time top 10 even under the target")
+    parser.add_argument("--also-venv", metavar="DIR", help="also time DIR/bin/shipledger and DIR/bin/python (cached bytecode)")
     opts = parser.parse_args()
 
     from shipledger.network.devnet import find_foundry_tool
@@ -131,6 +137,11 @@ def main() -> int:
         floor_argv = [sys.executable, "-c", "pass"]
         envs = modes()
         envs[0][1]["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+        programs = {label: (SHIPLEDGER, sys.executable) for label, _ in envs}
+        if opts.also_venv:
+            label = f"venv {opts.also_venv}"
+            envs.append((label, dict(envs[0][1])))
+            programs[label] = (os.path.join(opts.also_venv, "bin", "shipledger"), os.path.join(opts.also_venv, "bin", "python"))
 
         def run(argv, env):
             seconds, proc = timed_run(argv, cwd=workdir, env=env, timeout=60)
@@ -138,11 +149,17 @@ def main() -> int:
                 raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {proc.stderr.strip()}")
             return seconds, proc
 
+        def gate_for(label):
+            return [programs[label][0], *gate_argv[1:]]
+
+        def floor_for(label):
+            return [programs[label][1], *floor_argv[1:]]
+
         # Warm up (bytecode cache, page cache, anvil's first calls); check both give the same answer.
-        for _, env in envs:
+        for label, env in envs:
             for _ in range(2):
-                _, g = run(gate_argv, env)
-                run(floor_argv, env)
+                _, g = run(gate_for(label), env)
+                run(floor_for(label), env)
         _, c = run(cast_argv, envs[0][1])
         answer = json.loads(g.stdout)
         if not answer["allowed"] or c.stdout.split()[0] != "0":
@@ -151,7 +168,7 @@ def main() -> int:
         # Interleaved, alternating order, so load from anything else on the machine hits all alike.
         jobs = [("cast", cast_argv, envs[0][1]), ("cast block-number", block_number_argv, envs[0][1])]
         for label, env in envs:
-            jobs += [(("gate", label), gate_argv, env), (("floor", label), floor_argv, env)]
+            jobs += [(("gate", label), gate_for(label), env), (("floor", label), floor_for(label), env)]
         times: dict = {name: [] for name, _, _ in jobs}
         for i in range(opts.runs):
             for name, argv, env in jobs if i % 2 == 0 else jobs[::-1]:
@@ -181,11 +198,11 @@ def main() -> int:
                 missed.append((label, env))
         for label, env in missed:
             print(f"\n   where the time goes, {label} (in-process, median of 7 runs):")
-            for name, seconds in phases(gate_argv[1:], workdir, env).items():
+            for name, seconds in phases(gate_argv[1:], workdir, env, python=programs[label][1]).items():
                 print(f"   {ms(seconds):>12}  {name}")
             print(f"   python -X importtime of the gate, {label}: top 10 by cumulative time (median of 3 runs)")
             print(f"   {'cumulative':>12} {'self':>10}  module")
-            for cumulative, own, module in importtime_top([SHIPLEDGER, *gate_argv[1:]], workdir, env):
+            for cumulative, own, module in importtime_top(gate_for(label), workdir, env, python=programs[label][1]):
                 print(f"   {cumulative:>9.1f} ms {own:>7.1f} ms  {module}")
     return 0
 

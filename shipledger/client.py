@@ -23,6 +23,7 @@ from shipledger._internal.batch import RegistrationBatch
 from shipledger._internal.book import load_address_book
 from shipledger._internal.chain import TxSender, call, connect, raise_decoded
 from shipledger._internal.revert import canonical_type
+from shipledger._internal.rpc import LOG_RANGE, log_ranges  # noqa: F401 - LOG_RANGE was defined here
 from shipledger._internal.gatecall import decode_gate_result, encode_gate_call, policy_name_of_key
 from shipledger._internal.names import check_name, format_digest, parse_address, parse_digest
 from shipledger.errors import AddressBookError, ConnectionFailed, Denied, NoSigner, UsageError, revert_error
@@ -53,7 +54,6 @@ ROLES = ("REGISTRAR", "APPROVER", "DEPLOYER", "RESPONDER", "ATTESTOR")
 SCOPED_ROLES = ("REGISTRAR", "ATTESTOR")  # granted for one service / attestation type, or "" for all
 ARTIFACT_KINDS = tuple(k.name.lower() for k in ArtifactKind)
 MAX_SIGNATURE_VALIDITY = 30 * 24 * 3600  # the registry's cap on a signature's deadline when the ttl is 0
-LOG_RANGE = 5_000  # blocks per eth_getLogs call in Ledger.events
 MAX_URI_BYTES = 2048  # longer is not a portable URL; and one artifact must stay small next to a transaction
 VOTE_TYPES = {
     "EIP712Domain": [
@@ -552,11 +552,9 @@ class Ledger:
         """(services, environments) named by any policy ever set, prior environments included: the
         names the gate's answers depend on. One eth_getLogs of the PolicySet events (policies change
         rarely, so this stays small however long the history is)."""
-        start = min(int(c.get("block", 0)) for c in self.book["contracts"].values())
         event = self.registry.events.PolicySet()
         try:
-            logs = self.w3.eth.get_logs({"address": self.registry.address, "fromBlock": start, "toBlock": "latest",
-                                         "topics": [event.topic]})
+            logs = self._get_logs({"address": self.registry.address, "topics": [event.topic]})
         except Exception as exc:  # noqa: BLE001
             raise_decoded(exc)
         services, environments = set(), set()
@@ -754,7 +752,7 @@ class Ledger:
         """Standing votes of every approver that ever held a slot (once each: slots are freed and
         reused, approvers re-admitted) on one release. A revoked or re-admitted approver's old votes
         do not stand: voteOf answers none for them."""
-        approvers = list(dict.fromkeys(e.fields["account"] for e in self._logs(["ApproverSlotAssigned"])))
+        approvers = list(dict.fromkeys(e["account"] for e in self.events("ApproverSlotAssigned")))
         return [v for v in (self.vote_of(digest, service, environment, a) for a in approvers) if v.decision != "none"]
 
     # ------------------------------------------------------------------ gate
@@ -777,13 +775,11 @@ class Ledger:
         return details
 
     def _policy_name(self, service: str, environment: str, key: str, which: str) -> str:
-        start = min(int(c.get("block", 0)) for c in self.book["contracts"].values())
-
         def get_logs(query: dict) -> list:
-            return self.w3.eth.get_logs({**query, "fromBlock": start})
+            return self._get_logs({k: v for k, v in query.items() if k not in ("fromBlock", "toBlock")})
 
         try:
-            return policy_name_of_key(get_logs, self.registry.address, start, service, environment, key, which)
+            return policy_name_of_key(get_logs, self.registry.address, self._start_block(), service, environment, key, which)
         except Exception:  # noqa: BLE001 - a name for a message: without it the hash is still right
             return key
 
@@ -967,14 +963,24 @@ class Ledger:
                     table.setdefault(Web3.keccak(text=signature), (contract, item))  # the registry first (RoleGranted)
         return table
 
+    def _start_block(self) -> int:
+        """The block the suite was deployed in (the address book's), where its logs begin."""
+        return min(int(c.get("block", 0)) for c in self.book["contracts"].values())
+
+    def _get_logs(self, query: dict, start: int | None = None) -> list:
+        """eth_getLogs of `query` (address, topics) from `start` (default: the suite's first block) to
+        the head, in ranges of LOG_RANGE blocks: consortium nodes refuse wider ones (Besu: 5,000 by
+        default). Every log read of the SDK goes through here."""
+        start = self._start_block() if start is None else start
+        logs = []
+        for low, high in log_ranges(start, self.w3.eth.block_number):
+            logs += self.w3.eth.get_logs({**query, "fromBlock": low, "toBlock": high})
+        return logs
+
     def _logs(self, names: Iterable[str] | None = None) -> list[HistoryEvent]:
         table = self._event_abis(names)
-        start = min(int(c.get("block", 0)) for c in self.book["contracts"].values())
         try:
-            logs = self.w3.eth.get_logs({
-                "address": [self.registry.address, self.ledger.address],
-                "fromBlock": start, "toBlock": "latest", "topics": [list(table)],
-            })
+            logs = self._get_logs({"address": [self.registry.address, self.ledger.address], "topics": [list(table)]})
         except Exception as exc:  # noqa: BLE001
             raise_decoded(exc)
         timestamps: dict[int, int] = {}
@@ -1004,13 +1010,9 @@ class Ledger:
         ((topic0, (contract, abi_item)),) = self._event_abis([name]).items()
         suite_name = {self.registry.address: "ReleaseRegistry", self.ledger.address: "DeploymentLedger",
                       self.governance.address: "Governance"}[contract.address]
-        start = int(self.book["contracts"][suite_name].get("block", 0))
         try:
-            head = self.w3.eth.block_number
-            logs = []
-            for first in range(start, head + 1, LOG_RANGE):
-                logs += self.w3.eth.get_logs({"address": contract.address, "fromBlock": first,
-                                              "toBlock": min(first + LOG_RANGE - 1, head), "topics": [topic0, *topics]})
+            logs = self._get_logs({"address": contract.address, "topics": [topic0, *topics]},
+                                  int(self.book["contracts"][suite_name].get("block", 0)))
         except Exception as exc:  # noqa: BLE001
             raise_decoded(exc)
         return [dict(get_event_data(self.w3.codec, abi_item, log)["args"], block_number=log["blockNumber"]) for log in logs]

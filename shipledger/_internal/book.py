@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eth_utils import to_checksum_address
-
 from shipledger._internal import artifacts
+from shipledger._internal.abi import checksum_address
 from shipledger.errors import AddressBookError
 
 
@@ -39,7 +38,7 @@ def load_address_book(deployment: str | Path | dict) -> dict:
         entry = contracts.get(name) if isinstance(contracts, dict) else None
         address = entry.get("address") if isinstance(entry, dict) else None
         try:
-            to_checksum_address(address)
+            checksum_address(address)
         except (TypeError, ValueError):
             problem = "is missing" if address is None else f"{address!r} is not an address"
             raise AddressBookError(f"{where} is malformed: contracts.{name}.address {problem}") from None

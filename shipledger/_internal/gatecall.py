@@ -101,7 +101,7 @@ def policy_name_of_key(get_logs, registry: str, from_block: int, service: str, e
 
     get_logs(filter) -> logs, each with "data" (hex text or bytes): the JSON-RPC eth_getLogs of the
     caller's connection. Only a denial or `policy show` pays for this read."""
-    from eth_hash.auto import keccak  # not at the top: an allowed gate never needs it
+    from shipledger._internal.abi import keccak  # not at the top: an allowed gate never needs it
 
     def topic(name: str) -> str:
         return "0x" + keccak(name.encode()).hex()

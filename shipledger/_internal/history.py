@@ -14,7 +14,7 @@ The registry does fold AccessControl's RoleGranted/RoleRevoked.
 
 from __future__ import annotations
 
-from eth_utils import keccak
+from shipledger._internal.abi import keccak  # not eth_utils: `status` imports this, and start-up counts
 
 HEAD_BYTES = 24
 ZERO_HEAD = "0x" + "00" * HEAD_BYTES
@@ -26,7 +26,7 @@ NOT_RECORDS = {
     "DeploymentLedger": frozenset(),
 }
 # historyHead() selector, for raw eth_call
-HISTORY_HEAD_CALL = "0x" + keccak(text="historyHead()")[:4].hex()
+HISTORY_HEAD_CALL = "0x" + keccak("historyHead()")[:4].hex()
 
 
 def is_record(contract: str, event: str) -> bool:

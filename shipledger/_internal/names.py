@@ -42,9 +42,9 @@ def parse_address(value: str, what: str = "address") -> str:
     text = value.strip() if isinstance(value, str) else ""
     if not _ADDRESS.match(text):
         raise UsageError(f"{what} {value!r} is not an Ethereum address (0x and 40 hex digits)")
-    from eth_utils import to_checksum_address  # here, not at the top: the gate's path imports this module
+    from shipledger._internal.abi import checksum_address  # here, not at the top: the gate's path imports this module
 
-    checksummed = to_checksum_address(text)
+    checksummed = checksum_address(text)
     digits = text[2:]
     if digits != digits.lower() and digits != digits.upper() and text != checksummed:
         # The right checksum is not shown: for a mistyped digit it is the checksum of the typo.

@@ -1,26 +1,24 @@
 """Read-only calls to the suite's getters in JSON-RPC batches, without web3.
 
 `status` and `member list` read a synced index plus a few O(1) getters; importing web3 costs ~0.8 s
-of CPU, more than everything else they do. So these calls are encoded and decoded here with
-eth_abi from the committed ABIs (the index imports eth_abi already), several to a request. The
-SDK's Ledger keeps web3; both build their results with the same models constructors.
+of CPU, more than everything else they do, and eth_abi with eth_utils about half a second. So these
+calls are encoded and decoded by _internal/abi.py from the committed ABIs, several to a request.
+The SDK's Ledger keeps web3; both build their results with the same models constructors.
 """
 
 from __future__ import annotations
 
 from functools import cache
 
-from eth_abi import decode as abi_decode, encode as abi_encode
-from eth_utils import keccak
-
 from shipledger._internal import artifacts
+from shipledger._internal.abi import decode as abi_decode, encode as abi_encode, keccak
 from shipledger._internal.revert import canonical_type, decode_revert
 from shipledger._internal.rpc import Rpc, error_text
 from shipledger.errors import AddressBookError, ConnectionFailed, revert_error
 
 ROLES = ("REGISTRAR", "APPROVER", "DEPLOYER", "RESPONDER", "ATTESTOR")  # as shipledger.client.ROLES
 # The ids of the roles held everywhere (scope ""); nobody holds DEFAULT_ADMIN_ROLE in suite v2.
-ROLE_IDS = {role: keccak(text=f"{role}_ROLE") for role in ROLES}
+ROLE_IDS = {role: keccak(f"{role}_ROLE") for role in ROLES}
 
 
 @cache
@@ -29,7 +27,7 @@ def _function(contract: str, name: str) -> tuple[bytes, list[str], list[str]]:
     for item in artifacts.abi(contract):
         if item["type"] == "function" and item["name"] == name:
             inputs = [canonical_type(i) for i in item["inputs"]]
-            return keccak(text=f"{name}({','.join(inputs)})")[:4], inputs, [canonical_type(o) for o in item["outputs"]]
+            return keccak(f"{name}({','.join(inputs)})")[:4], inputs, [canonical_type(o) for o in item["outputs"]]
     raise KeyError(f"{contract} has no function {name}")
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from functools import cache
 
-from eth_abi import decode as abi_decode
-from eth_utils import keccak, to_checksum_address
-
 from shipledger._internal import artifacts
+from shipledger._internal.abi import checksum_address, decode as abi_decode, keccak
 
 
 def canonical_type(item: dict) -> str:
@@ -27,7 +25,7 @@ def error_table() -> dict[bytes, tuple[str, list[str], list[str]]]:
             if item["type"] != "error":
                 continue
             types = [canonical_type(i) for i in item["inputs"]]
-            selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
+            selector = keccak(f"{item['name']}({','.join(types)})")[:4]
             table[selector] = (item["name"], [i["name"] for i in item["inputs"]], types)
     return table
 
@@ -43,5 +41,5 @@ def decode_revert(data: bytes | str | None) -> tuple[str, dict] | None:
         return None
     name, arg_names, types = entry
     values = abi_decode(types, bytes(data[4:]))
-    values = [to_checksum_address(v) if t == "address" else v for t, v in zip(types, values)]
+    values = [checksum_address(v) if t == "address" else v for t, v in zip(types, values)]
     return name, dict(zip(arg_names, values))

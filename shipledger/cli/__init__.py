@@ -91,6 +91,31 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         raise CommandLineError(f"{self.prog}: {message}", self.format_usage())
 
+    def _get_formatter(self):
+        # argparse makes a formatter for every add_argument, and its formatter asks shutil for the
+        # terminal width: importing shutil (with zlib, bz2 and lzma) is ~2 ms of the gate's start.
+        return self.formatter_class(prog=self.prog, width=_help_width())
+
+
+def _help_width() -> int:
+    """What argparse's formatter takes by default: $COLUMNS or the terminal's width, less 2."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return max(columns - 2, 11)
+
+
+def _untranslated(argparse_module) -> None:
+    """argparse runs each of its own words through gettext, and every lookup searches the locale
+    directories for a catalogue (stat calls, and the locale module on the first): ~2 ms of the gate's
+    start-up, to find none, since shipledger speaks English only. Its words are used as written."""
+    argparse_module._ = lambda message: message
+    argparse_module.ngettext = lambda singular, plural, n: singular if n == 1 else plural
+
 
 class Parsers:
     """What a command group module needs to add its commands: `command(name, handler, help, parent)`
@@ -160,7 +185,8 @@ def build_parser(only: str | None = None):
     import argparse
     import importlib
 
-    common = argparse.ArgumentParser(add_help=False)
+    _untranslated(argparse)
+    common = ArgumentParser(add_help=False)
     common.add_argument("--rpc", default=argparse.SUPPRESS, help="JSON-RPC URL (env SHIPLEDGER_RPC_URL)")
     common.add_argument("--deployment", default=argparse.SUPPRESS, help="address book (env SHIPLEDGER_DEPLOYMENT; default deployments/devnet.json)")
     common.add_argument("--key-env", default=argparse.SUPPRESS, metavar="VAR", help="environment variable holding the private key (default SHIPLEDGER_PRIVATE_KEY)")

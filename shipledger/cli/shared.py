@@ -224,11 +224,18 @@ def prior_environment_name(endpoint, service: str, environment: str, key: str, t
     JSON-RPC (no web3); `key` itself when it cannot be read.
     endpoint: anything with `url`, `registry` and `start_block` (an index Endpoint)."""
     from shipledger._internal.gatecall import policy_name_of_key
-    from shipledger._internal.rpc import quick_batch
+    from shipledger._internal.rpc import log_ranges, quick_batch
+
+    def get_logs(query: dict) -> list:
+        """The query over [fromBlock, head] in ranges the node accepts (Besu: 5,000 blocks), 500 ranges a request."""
+        [head] = quick_batch(endpoint.url, [("eth_blockNumber", [])], timeout=timeout)
+        calls = [("eth_getLogs", [{**query, "fromBlock": hex(low), "toBlock": hex(high)}])
+                 for low, high in log_ranges(int(query["fromBlock"], 16), int(head, 16))]
+        return [log for at in range(0, len(calls), 500) for logs in quick_batch(endpoint.url, calls[at : at + 500], timeout=timeout)
+                for log in logs]
 
     try:
-        return policy_name_of_key(lambda query: quick_batch(endpoint.url, [("eth_getLogs", [query])], timeout=timeout)[0],
-                                  endpoint.registry, endpoint.start_block, service, environment, key, which)
+        return policy_name_of_key(get_logs, endpoint.registry, endpoint.start_block, service, environment, key, which)
     except (ShipledgerError, KeyError, TypeError, ValueError):
         return key
 

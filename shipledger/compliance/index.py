@@ -51,11 +51,9 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 
-from eth_abi import decode as abi_decode
-from eth_utils import keccak, to_checksum_address
-
 from shipledger._internal import artifacts
 from shipledger._internal.history import ZERO_HEAD, fold_log, is_record
+from shipledger._internal.abi import checksum_address, keccak
 from shipledger._internal.revert import canonical_type
 from shipledger._internal.rpc import Rpc, error_text
 from shipledger.errors import ConnectionFailed, PathError, ShipledgerError, UsageError, path_error
@@ -79,6 +77,12 @@ REFUSAL = re.compile(
     r"more than \d+ results|too many|too large|range|limit|exceed|timeout|timed out|response size|query returned",
     re.IGNORECASE,
 )
+# What a node says of a range past its own head, when it lags the head another node gave us (nodes
+# behind one load balancer, a validator catching up): geth "block range extends beyond current head
+# block", others "toBlock is greater than latest block" and the like. Not a refusal: the blocks are
+# not there yet, so the sync stops where that node is and the next one goes on.
+NOT_YET = re.compile(r"beyond (the )?current head|greater than (the )?(latest|head|current|chain head)|exceeds (the )?head"
+                     r"|after (the )?(latest|head)|unknown block|header not found", re.IGNORECASE)
 DEPLOYMENT_EVENTS = ("DeploymentPromoted", "CanaryAnalysisRecorded", "DeploymentCompleted", "DeploymentFailed",
                      "DeploymentRolledBack")  # keyed by a deployment id: their digest is the deployment's
 KIND_ALIASES = {
@@ -128,7 +132,7 @@ def snake_case(name: str) -> str:
 
 @lru_cache(maxsize=4096)
 def _checksum(address: str) -> str:
-    return to_checksum_address(address)
+    return checksum_address(address)
 
 
 def _json_value(abi_type: str, value, components: list | None = None):
@@ -330,6 +334,10 @@ class EventType:
 
     def decode_with_eth_abi(self, data: bytes) -> list:
         """The non-indexed arguments as JSON values, decoded by eth_abi (the reference decoder)."""
+        # Imported here: eth_abi (with eth_utils and pydantic) costs ~0.5 s of CPU to import, and the
+        # fast decoder handles every event the suite emits well-formed, so most syncs never need it.
+        from eth_abi import decode as abi_decode
+
         try:
             raw = abi_decode(self.data_types, data)
         except Exception:  # noqa: BLE001 - e.g. a string that is not UTF-8: keep the event, mend the text
@@ -394,7 +402,7 @@ def event_types() -> dict[str, EventType]:
         for item in artifacts.abi(contract):
             if item["type"] == "event" and not item.get("anonymous") and is_record(contract, item["name"]):
                 signature = f"{item['name']}({','.join(canonical_type(i) for i in item['inputs'])})"
-                topic = "0x" + keccak(text=signature).hex()
+                topic = "0x" + keccak(signature).hex()
                 assert topic not in table, f"{item['name']} is a record of two contracts"
                 table[topic] = _event_type(contract, item)
     return table
@@ -406,7 +414,7 @@ def record_tables() -> dict[str, EventType]:
 
 
 def _target_key(service: str, environment: str) -> str:
-    return "0x" + keccak(keccak(text=service) + keccak(text=environment)).hex()
+    return "0x" + keccak(keccak(service) + keccak(environment)).hex()
 
 
 # ---------------------------------------------------------------------- schema
@@ -458,6 +466,10 @@ class _ChainMoved(Exception):
     """The chain changed while a chunk was being read: start over from the checkpoint check."""
 
 
+class _NotThereYet(Exception):
+    """The node has not got the blocks of this range yet (it lags): stop at what is committed."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """What a sync reads from: the node's URL and the suite's addresses. Built from a connected Ledger,
@@ -489,7 +501,7 @@ class Endpoint:
         from shipledger.errors import AddressBookError
 
         timeout = timeout or RPC_TIMEOUT
-        contracts = {name: to_checksum_address(book["contracts"][name]["address"]) for name in artifacts.SUITE}
+        contracts = {name: checksum_address(book["contracts"][name]["address"]) for name in artifacts.SUITE}
         chain_id, *codes = Rpc(_http_url(url), timeout=timeout).batch(
             [("eth_chainId", []), *(("eth_getCode", [address, "latest"]) for address in contracts.values())])
         if int(chain_id, 16) != int(book["chain_id"]):
@@ -809,17 +821,18 @@ class Index:
             start = checkpoint[0] + 1 if checkpoint else int(self.meta()["start_block"])
             first_block = start if first_block is None else first_block
             try:
-                self._sync_range(rpc, addresses, targets, checkpoint, start, head, progress)
+                synced_to = self._sync_range(rpc, addresses, targets, checkpoint, start, head, progress)
             except _ChainMoved:
                 targets = self._known_targets()
                 self._heads = self.history_heads()
                 continue
-            return SyncResult(first_block, head, self._added, rewound_from)
+            return SyncResult(first_block, synced_to, self._added, rewound_from)
         raise ConnectionFailed(f"the chain kept changing under the index ({MAX_RESTARTS} restarts); try again")
 
-    def _sync_range(self, rpc, addresses, targets, checkpoint, start, head, progress) -> None:
+    def _sync_range(self, rpc, addresses, targets, checkpoint, start, head, progress) -> int:
         """Fetch chunk after chunk and commit each; the next chunk is fetched (in a worker thread)
-        while this one is decoded and written, so the node and this process work at once."""
+        while this one is decoded and written, so the node and this process work at once. Returns
+        the last block committed: `head`, or less when the node turned out not to have the blocks yet."""
         ceiling = MAX_CHUNK  # below the smallest range the node refused lately
         successes = 0
         pool = ThreadPoolExecutor(max_workers=1)
@@ -829,12 +842,23 @@ class Index:
             end = min(cursor + size - 1, head)
             return cursor, end, size, anchor, pool.submit(self._fetch, rpc, addresses, anchor, cursor, end)
 
+        if start > head:
+            return head  # nothing new (from_block > to_block in the SyncResult)
+        synced_to = start - 1
         try:
             pending = fetch(start, checkpoint) if start <= head else None
             while pending is not None:
                 cursor, end, size, anchor, future = pending
                 try:
                     logs, end_block = future.result()
+                except _NotThereYet:
+                    # The node has not got block `end` yet: sync as far as it has, halving the range
+                    # towards its head; a block it lacks right after the checkpoint ends this sync.
+                    if end == cursor:
+                        return synced_to
+                    head = (cursor + end) // 2
+                    pending = fetch(cursor, anchor)
+                    continue
                 except _RangeRefused as exc:
                     if end == cursor:
                         raise ConnectionFailed(f"the node refuses eth_getLogs even for block {cursor}: {exc}") from None
@@ -852,11 +876,13 @@ class Index:
                     self._chunk = min(size * 2, MAX_CHUNK)
                 pending = fetch(end + 1, (end, end_block["hash"])) if end < head else None
                 checkpoint = self._write(logs, end_block, targets, checkpoint)
+                synced_to = end
                 self._added += self._written
                 if progress:
                     progress(end - start + 1, head - start + 1)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        return synced_to
 
     def _fetch(self, rpc, addresses, checkpoint, start, end) -> tuple[list[dict], dict]:
         """The suite's logs in [start, end] and the header of `end`, checked to belong to one chain
@@ -867,11 +893,15 @@ class Index:
         ])
         if "error" in logs:
             text = error_text(logs)
+            if NOT_YET.search(text):
+                raise _NotThereYet(text)
             if REFUSAL.search(text) or (logs.get("error") or {}).get("code") == -32005:
                 raise _RangeRefused(text)
             raise ConnectionFailed(f"eth_getLogs failed: {text}")
         if before.get("result") is None:
-            raise _ChainMoved()  # the head went back below `end`
+            # This node has no block `end`: it lags the head we were given, or the chain went back
+            # (the next sync's checkpoint check sees that).
+            raise _NotThereYet()
         logs = [log for log in logs["result"] if not log.get("removed")]
         # Blocks whose time the logs do not carry (older nodes), plus end and checkpoint to check.
         needed = sorted({int(log["blockNumber"], 16) for log in logs if "blockTimestamp" not in log})
