@@ -168,6 +168,24 @@ def _decoder(types: tuple[str, ...]):
                 raw = data[offset + 32 : offset + 32 + length]
                 return raw.decode("utf-8") if as_text else raw
             readers.append((1, dynamic))
+        elif (fixed := re.fullmatch(r"(\w+)\[(\d+)\]", abi_type)) and _word_decoder(fixed[1]) is not None:
+            # T[k] of a value type: k words in the head, like a static tuple
+            element, count = _word_decoder(fixed[1]), int(fixed[2])
+            readers.append((count, lambda data, at, element=element, count=count: tuple(
+                element(data[at + 32 * i : at + 32 * i + 32]) for i in range(count))))
+        elif abi_type.startswith("(") and abi_type.endswith(")") and "(" not in abi_type[1:]:
+            # A tuple with a dynamic component (a struct holding a string or an array): its head
+            # word is an offset to its own head-and-tail encoding, whose offsets count from there.
+            inner = _decoder(tuple(abi_type[1:-1].split(",")))
+            if inner is None:
+                return None
+
+            def dynamic_tuple(data, at, inner=inner):
+                offset = int.from_bytes(data[at : at + 32], "big")
+                if offset > len(data):
+                    raise ValueError("truncated tuple")
+                return inner(data[offset:])
+            readers.append((1, dynamic_tuple))
         elif abi_type.endswith("[]") and _word_decoder(abi_type[:-2]) is not None:
             def array(data, at, element=_word_decoder(abi_type[:-2])):
                 offset = int.from_bytes(data[at : at + 32], "big")

@@ -36,6 +36,9 @@ def _value(abi_type: str):
         return st.tuples(*(_value(t) for t in abi_type[1:-1].split(",")))
     if abi_type.endswith("[]"):
         return st.lists(_value(abi_type[:-2]), max_size=5)
+    fixed = re.fullmatch(r"(.+)\[(\d+)\]", abi_type)
+    if fixed:
+        return st.tuples(*[_value(fixed[1])] * int(fixed[2]))
     if abi_type == "address":
         return st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
     if abi_type == "bool":
