@@ -5,6 +5,13 @@ pragma solidity ^0.8.28;
 /// be installed here, so these are declared by hand; each signature must match forge's exactly, since
 /// forge dispatches on the selector.
 interface Vm {
+    /// @dev A log as forge recorded it (vm.recordLogs / vm.getRecordedLogs).
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
     function warp(uint256 newTimestamp) external;
     function roll(uint256 newHeight) external;
     function prank(address msgSender) external;
@@ -20,6 +27,11 @@ interface Vm {
     function cool(address target) external;
     /// @dev Deploys a contract from forge's build output ("File.sol:Name") with ABI-encoded arguments.
     function deployCode(string calldata artifactPath, bytes calldata constructorArgs) external returns (address deployed);
+    function getNonce(address account) external view returns (uint64 nonce);
+    function computeCreateAddress(address deployer, uint256 nonce) external pure returns (address);
+    /// @dev Starts recording every log; getRecordedLogs returns (and forgets) those recorded since.
+    function recordLogs() external;
+    function getRecordedLogs() external returns (Log[] memory logs);
     function toString(uint256 value) external pure returns (string memory);
     function toString(address value) external pure returns (string memory);
     function toString(bytes32 value) external pure returns (string memory);
