@@ -207,9 +207,11 @@ contract ReleaseRegistry is IReleaseRegistry, AccessControl, EIP712 {
     function _revokeRole(bytes32 role, address account) internal override returns (bool revoked) {
         revoked = super._revokeRole(role, account);
         if (revoked) {
+            // Folded before _freeSlot records ApproverSlotFreed: the head follows log order, and
+            // OpenZeppelin's RoleRevoked was emitted first.
+            _foldRoleEvent(IAccessControl.RoleRevoked.selector, role, account);
             if (role == Roles.APPROVER) _freeSlot(account);
             else _heldRoles[account].remove(role);
-            _foldRoleEvent(IAccessControl.RoleRevoked.selector, role, account);
         }
     }
 
