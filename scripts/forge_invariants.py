@@ -1,15 +1,13 @@
 #!/usr/bin/env python3
-"""Run the forge invariant suite (test/forge) and judge it against the list of known suite-v1 failures.
+"""Run the forge invariant suite (test/forge) and fail on any failure.
 
     python scripts/forge_invariants.py                     the short campaign `make test` runs
     python scripts/forge_invariants.py --runs 256 --depth 100 --random-seed   `make invariants`
 
-Every test in test/forge must pass, except the invariants listed in test/forge/known-v1-failures.txt:
-suite v1 breaks those (issue 10's findings), and they are reported as "known" whether or not this
-campaign found the counterexample. The list is the only allowance: the invariants are not weakened.
-When suite v2 lands, its lines are deleted and those invariants must pass too. Exit status: 0 when
-nothing unexpected failed, 1 otherwise (including forge not running, no test found, or a listed name
-that is no test any more).
+Every test in test/forge must pass: suite v2 fixed every finding of issue 10 that broke an invariant
+on v1, so there is no list of allowed failures any more. Exit status: 0 when every test passed, 1
+otherwise (including forge not running or no test found). A failing invariant prints its reason and
+the sequence of calls forge shrank it to; the harness tests' logs (the gas numbers) are printed too.
 
 Each campaign runs fresh: failures forge persisted from an earlier run are not replayed, so the counts
 printed are this campaign's.
@@ -28,21 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FORGE = ROOT / "node_modules" / ".bin" / "forge"
-KNOWN_FAILURES = ROOT / "test" / "forge" / "known-v1-failures.txt"
 # The short campaign's seed is fixed, so `make test` is reproducible; `make invariants` draws one.
 SHORT_SEED = "0x5eed"
-
-
-def known_failures() -> dict[str, str]:
-    """{test name: the finding that breaks it} from the list (name, then '#' and the finding)."""
-    known = {}
-    for line in KNOWN_FAILURES.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, _, why = line.partition("#")
-        known[name.strip()] = why.strip()
-    return known
 
 
 def run_forge(runs: int, depth: int, seed: str | None, match: str | None, threads: int) -> tuple[dict, float]:
@@ -55,7 +40,8 @@ def run_forge(runs: int, depth: int, seed: str | None, match: str | None, thread
             FOUNDRY_INVARIANT_FAILURE_PERSIST_DIR=persist,
             FOUNDRY_FUZZ_FAILURE_PERSIST_DIR=persist,
         )
-        cmd = [str(FORGE), "test", "--json", "--threads", str(threads)]
+        # -vv: forge's JSON then carries the tests' logs (decoded_logs)
+        cmd = [str(FORGE), "test", "--json", "-vv", "--threads", str(threads)]
         if seed:
             cmd += ["--fuzz-seed", seed]
         if match:
@@ -92,7 +78,6 @@ def main() -> int:
     parser.add_argument("--summary", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
 
-    known = known_failures()
     seed = None if args.random_seed else args.seed
     results, elapsed = run_forge(args.runs, args.depth, seed, args.match, args.threads)
 
@@ -106,7 +91,7 @@ def main() -> int:
                 {
                     "test": test,
                     "passed": result["status"] == "Success",
-                    "known_v1_failure": known.get(test),
+                    "logs": result.get("decoded_logs") or [],
                     "reason": result.get("reason"),
                     "runs": inv["runs"] if inv else None,
                     "calls": inv["calls"] if inv else None,
@@ -117,23 +102,17 @@ def main() -> int:
                 }
             )
     rows.sort(key=lambda r: r["test"])
-    names = {r["test"] for r in rows}
-    stale = sorted(set(known) - names) if not args.match else []
-    unexpected = [r for r in rows if not r["passed"] and not r["known_v1_failure"]]
+    failed = [r for r in rows if not r["passed"]]
 
     print(f"forge invariants: runs={args.runs} depth={args.depth} seed={seed or 'random'} "
           f"wall={elapsed:.0f}s tests={len(rows)}")
     for r in rows:
-        if r["passed"]:
-            status = "pass" if not r["known_v1_failure"] else "pass (listed as a known v1 failure: not found this time)"
-        else:
-            status = "known v1 failure" if r["known_v1_failure"] else "FAIL"
         size = f" runs={r['runs']} calls={r['calls']} reverts={r['reverts']}" if r["runs"] is not None else ""
-        print(f"  {status:<17} {r['test']}{size}")
+        print(f"  {'pass' if r['passed'] else 'FAIL':<4} {r['test']}{size}")
+        for line in r["logs"]:
+            print(f"      {line}")
         if not r["passed"]:
             print(f"      why: {r['reason']}")
-            if r["known_v1_failure"]:
-                print(f"      finding: {r['known_v1_failure']}")
             for call in r["sequence"]:
                 print(f"        {call}")
     if args.summary:
@@ -142,17 +121,13 @@ def main() -> int:
     problems = []
     if not rows:
         problems.append("no test ran")
-    if stale:
-        problems.append(f"known-v1-failures.txt names tests that do not exist: {', '.join(stale)}")
-    if unexpected:
-        problems.append(f"unexpected failures: {', '.join(r['test'] for r in unexpected)}")
+    if failed:
+        problems.append(f"failures: {', '.join(r['test'] for r in failed)}")
     if problems:
         print("forge invariants: " + "; ".join(problems), file=sys.stderr)
         return 1
-    known_found = sum(1 for r in rows if not r["passed"])
-    print(f"forge invariants: ok ({len(rows) - known_found} passed, {known_found} known v1 failures)")
+    print(f"forge invariants: ok ({len(rows)} passed)")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
