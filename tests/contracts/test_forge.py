@@ -1,9 +1,8 @@
 """The forge invariant suite (test/forge) in a short campaign, and forge building what we ship.
 
 The campaign is scripts/forge_invariants.py with its defaults (24 runs x 60 calls per invariant, fixed
-seed: about a minute on two cores once forge has compiled). It fails when any test in test/forge fails,
-except the invariants test/forge/known-v1-failures.txt lists as broken by suite v1. `make invariants`
-runs the long campaign.
+seed: a few minutes on two loaded cores once forge has compiled). It fails when any test in test/forge
+fails. `make invariants` runs the long campaign.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ import pytest
 from shipledger._internal import artifacts
 
 ROOT = Path(__file__).resolve().parents[2]
-# issue 10's invariants that today's suite can state (6 and 12 need v2), plus 4b (v2's canary rule)
-INVARIANTS = {"01", "02", "03", "04", "04b", "05", "07", "08", "09", "10", "11", "13"}
+# issue 10's invariants 1-13, plus 4b (the canary rule) and 4c (governance: K organisations, delay)
+INVARIANTS = {"01", "02", "03", "04", "04b", "04c", "05", "06", "07", "08", "09", "10", "11", "12", "13"}
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +34,15 @@ def campaign(tmp_path_factory):
     return proc, (json.loads(summary.read_text()) if summary.exists() else None)
 
 
-def test_short_campaign_passes_except_known_v1_failures(campaign):
+def test_short_campaign_passes(campaign):
     proc, summary = campaign
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-6000:]}"
     tests = {t["test"]: t for t in summary["tests"]}
     numbers = {name.split("_")[1] for name in tests if name.startswith("invariant_")}
     assert numbers == INVARIANTS, f"invariants run: {sorted(numbers)}"
+    assert all(t["passed"] for t in tests.values())
     for name, t in tests.items():
-        if name.startswith("invariant_") and t["passed"]:
+        if name.startswith("invariant_"):
             # a passing invariant ran its whole campaign, and the handler's steps mostly went through
             assert t["runs"] == summary["runs"] and t["calls"] == summary["runs"] * summary["depth"], name
             assert t["reverts"] < 0.75 * t["calls"], f"{name}: most steps were refused ({t['reverts']}/{t['calls']})"
