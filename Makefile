@@ -5,6 +5,8 @@
 #   make build      compile contracts/*.sol into shipledger/artifacts/*.json
 #   make test       the test suite (installs the Debian packages its end-to-end tests drive)
 #   make gas        gas report (scripts/gas.py)
+#   make invariants the long forge invariant campaign (test/forge; `make test` runs a short one)
+#   make lint       Slither over contracts/ with the build settings; fails on untriaged findings
 #   make demo       the demo story (scripts/demo.py) on a devnet at PORT (default 8545)
 #   make ape-setup  optional Ape toolchain in .venv-ape (requirements-ape.lock); then use tools/ape
 #   make clean      remove caches and build outputs (not the venvs: `make distclean` does that)
@@ -17,7 +19,7 @@ VENV := .venv
 APE_VENV := .venv-ape
 NPM_STAMP := node_modules/.shipledger-npm-ci
 
-.PHONY: setup system-deps build test gas demo ape-setup clean distclean
+.PHONY: setup system-deps build test gas invariants lint demo ape-setup clean distclean
 
 setup: $(VENV)/.installed $(NPM_STAMP)
 
@@ -61,6 +63,15 @@ test: setup system-deps
 gas: setup
 	$(VENV)/bin/python scripts/gas.py
 
+# Runs and depth per invariant; each invariant_* is its own campaign. 256 x 100 takes ~8 min on 2 cores.
+INVARIANT_RUNS ?= 256
+INVARIANT_DEPTH ?= 100
+invariants: setup
+	$(VENV)/bin/python scripts/forge_invariants.py --runs $(INVARIANT_RUNS) --depth $(INVARIANT_DEPTH) --random-seed
+
+lint: setup
+	$(VENV)/bin/python scripts/slither_check.py
+
 demo: setup
 	$(VENV)/bin/python scripts/demo.py --port $(PORT)
 
@@ -74,7 +85,7 @@ $(APE_VENV)/.installed: requirements-ape.lock | $(APE_VENV)/bin/python
 	touch $@
 
 clean:
-	rm -rf .build .cache contracts/.cache .pytest_cache bench/out
+	rm -rf .build .cache contracts/.cache .pytest_cache bench/out out cache
 	find . -name __pycache__ -type d -not -path './node_modules/*' -not -path './.venv*' -prune -exec rm -rf {} +
 
 distclean: clean
