@@ -1203,7 +1203,8 @@ contract SuiteHandler {
         if (next.threshold < old.threshold || next.minOrganisations < old.minOrganisations) return true;
         if (old.ttl != 0 && (next.ttl == 0 || next.ttl > old.ttl)) return true;
         if (next.minWait < old.minWait) return true;
-        if ((next.freezeSeverity == 0 ? 5 : next.freezeSeverity) > (old.freezeSeverity == 0 ? 5 : old.freezeSeverity)) return true;
+        // freezeSeverity s freezes severities 1..s: a lower number freezes fewer, 0 none at all
+        if (next.freezeSeverity < old.freezeSeverity) return true;
         if (next.resolveQuorum < old.resolveQuorum) return true;
         if (old.requiresStaging && !next.requiresStaging) return true;
         return old.requiresAttestation && !next.requiresAttestation;

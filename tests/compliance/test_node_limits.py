@@ -53,7 +53,7 @@ def story(dn):
     deployer.record_analysis(deployment, 97.5, "pass", "sha256:" + "ab" * 32, "https://reports/1", "judge-v1")
     dn.ledger("responder").open_incident(service, ENV, 3, "slow", [deployment], "sha256:" + "cd" * 32, "")
     _mine(dn, WIDE)
-    dn.ledger("admin").set_policy(service, "prod-eu", threshold=1, prior_environment=ENV)
+    dn.set_policy(service, "prod-eu", threshold=1, prior_environment=ENV)  # through governance (suite v2)
     later = dn.register(service, "2.0.0")
     dn.approve(later, service, "prod-eu", approvers=(0,))  # approved, but never deployed to prod first
     return {"service": service, "digest": digest, "deployment": deployment, "later": later}
