@@ -652,6 +652,13 @@ class Ledger:
         return Artifact(digest=digest, service=service, registrant=a[0], registered_at=a[1], revoked=a[2],
                         kind=ArtifactKind(a[3]).name.lower())
 
+    def digest_of(self, service: str, version: str) -> str | None:
+        """The digest registered for (service, version), from its ArtifactRegistered event (the
+        registry keeps only the hash of the whole record per version); None if none."""
+        keys = ["0x" + _name_key(check_name(label, name)).hex() for label, name in (("service", service), ("version", version))]
+        found = self.events("ArtifactRegistered", None, *keys)
+        return format_digest(found[-1]["digest"]) if found else None
+
     def record_of(self, service: str, version: str) -> str | None:
         """The record hash registered for (service, version), None if none."""
         raw = call(self.registry.functions.recordOf(check_name("service", service), check_name("version", version)))

@@ -318,7 +318,8 @@ def test_register_digest_twice_sends_nothing_the_second_time(dn):
     assert first["registered"] is True and first["digest"] == digest
     nonce = dn.nonce("registrar")
     second = ok(dn.as_("registrar", "register", "--digest", digest, "--service", service, "--version", "2.0", "--json"))
-    assert second == {"digest": digest, "service": service, "version": "2.0", "registered": False, "tx_hash": None}
+    assert second == {"digest": digest, "service": service, "version": "2.0", "kind": "build", "registered": False,
+                      "tx_hash": None, "block_number": None, "gas_used": None}
     assert dn.nonce("registrar") == nonce
     assert len(dn.history(service, "registered")) == 1
 
@@ -778,7 +779,7 @@ def fake_node():
     (502, b'{"error": "bad gateway"}'),
     (200, _rpc_replies(call=_words(0, 0))),  # 64 bytes: not the gate's answer
     (200, _rpc_replies(call=_words(0, 0, 0, 0))),  # 128 bytes
-    (200, _rpc_replies(call=_words(11, 0, 0))),  # an unknown reason code
+    (200, _rpc_replies(call=_words(13, 0, 0))),  # an unknown reason code (12 is the last one)
     (200, _rpc_replies(call="0x")),
     (200, _rpc_replies(call_error={"code": 3, "message": "execution reverted"})),
     (200, _rpc_replies(code="0x", call=_words(0, 0, 0))),  # no code at the ledger address

@@ -88,11 +88,13 @@ def test_a_name_differing_only_in_case_from_a_policy_name_warns(dn):
     dn.set_policy(service, ENV, threshold=1)
     twin = service.upper()
 
-    result = dn.as_("admin", "policy", "set", twin, ENV, "--threshold", "1", "--json")
-    assert ok(result)["policy"]["service"] == twin  # a warning, not a refusal: such names may exist on chain
+    result = dn.as_("steward", "policy", "set", twin, ENV, "--threshold", "1", "--json")
+    proposal = ok(result)
+    assert proposal["change"]["service"] == twin  # a warning, not a refusal: such names may exist on chain
     assert f"warning: service '{twin}' differs only in case from '{service}'" in result.err
-    warning = dn.as_("admin", "policy", "set", twin, ENV, "--threshold", "1", "--json").err
-    assert "warning" not in warning  # now TWIN has its own policy: two real services, nothing to say
+    dn.passed(proposal["proposal_id"])  # the second organisation agrees: TWIN has a policy of its own
+    warning = dn.as_("steward", "policy", "set", twin, ENV, "--threshold", "1", "--json").err
+    assert "warning" not in warning  # two real services now, nothing to say
 
     other = unique()
     dn.set_policy(other, ENV, threshold=1)
@@ -187,11 +189,14 @@ def test_sign_only_says_what_it_signed(dn, tmp_path):
 
 def test_policy_set_counts_in_words(dn):
     service = unique()
-    one = dn.as_("admin", "policy", "set", service, ENV, "--threshold", "1")
+    one = dn.as_("steward", "policy", "set", service, ENV, "--threshold", "1")
     assert one.code == 0, one.err
-    assert ": 1 approval, from any organisation" in one.err and "1 approvals" not in one.err
-    two = dn.as_("admin", "policy", "set", service, ENV, "--threshold", "2", "--min-orgs", "1")
-    assert ": 2 approvals from at least 1 organisation" in two.err, two.err
+    assert "1 of 2 organisations approved" in one.err and "1 more organisation must" in one.err, one.err
+    dn.passed(dn.ledger().proposals()[-1].id)
+    two = dn.as_("steward", "policy", "set", service, ENV, "--threshold", "2", "--min-orgs", "1")
+    assert two.code == 0, two.err
+    executed = dn.as_("steward", "governance", "approve", dn.ledger().proposals()[-1].id, index=1)
+    assert ": 2 approvals from 1 organisation" in executed.err, executed.err  # tightening: runs at once
     table = dn.run("history", "--service", service, "--kind", "policy-set").out
     assert "1 approval, 0 orgs" in table and "2 approvals, 1 org" in table and "1 approvals" not in table
 
