@@ -72,7 +72,7 @@ CASES = [
     (["org", "add", "x", "--steward", "{address}"], "outsider", 3, "is not the steward"),
     (["member", "add", "0x123"], "steward", 2, "0x123"),
     (["member", "add", ""], "steward", 2, "''"),
-    (["member", "add", "1", "{address}"], "steward", 2, "unrecognized arguments"),  # v1's ORG ADDRESS
+    (["member", "add", "1", "{address}"], "steward", 2, "'1' is not an Ethereum address"),  # v1's ORG ADDRESS
     (["member", "add", "{address}", "--role", "KING"], "steward", 2, "KING"),
     (["member", "add", "{address}", "--role", "DEPLOYER"], "steward", 2, "governance propose role-grant"),
     (["member", "add", "{address}"], "outsider", 3, "is not the steward"),
