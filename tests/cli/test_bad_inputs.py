@@ -96,6 +96,11 @@ CASES = [
      "steward", 2, "twice"),
     # ------------------------------------------------------------------ governance
     (["governance", "approve", "0"], "steward", 2, "'0'"),
+    (["governance", "show", "0"], None, 2, "'0'"),
+    (["governance", "show", "999999"], None, 2, "proposal 999999 does not exist"),
+    (["governance", "list", "--pending", "--rpc", "http://127.0.0.1:1"], None, 1, "127.0.0.1:1"),
+    (["incident", "postmortem", "{incident}", "{missing}"], "responder", 2, "{missing}"),
+    (["serve", "--listen", "nonsense"], None, 2, "nonsense"),
     (["governance", "approve", "999999"], "steward", 2, "proposal 999999 does not exist"),
     (["governance", "execute", "999999"], "outsider", 2, "proposal 999999 does not exist"),
     (["governance", "cancel", "{proposal}"], "outsider", 3, "is not the steward"),
@@ -454,8 +459,12 @@ def nobody_dir(dn):
         analysis = root / "analysis.json"
         analysis.write_text(json.dumps(ANALYSIS))
         analysis.chmod(0o644)
+        bootstrap = root / "bootstrap.json"
+        bootstrap.write_text(json.dumps(BOOTSTRAP))
+        bootstrap.chmod(0o644)
         yield {"root": root, "secret": str(secret), "secret_dir": str(secret_dir), "locked": str(locked), "analysis": str(analysis),
-               "new_digest": digest_for(unique())}
+               "new_digest": digest_for(unique()), "address": new_address(), "bootstrap": str(bootstrap),
+               "fresh": str(root / "fresh-book.json")}
     finally:
         shutil.rmtree(root)
 
