@@ -926,10 +926,21 @@ def test_ledger_survives_cli_using_the_same_key(dn):
 
 
 def test_history_table_summarises_every_event_kind(dn):
-    """Last in the file, so the devnet's history holds every kind the tests above produced."""
+    """Last in the file. The rollout and incident kinds are made here, so that the check does not
+    depend on which other test modules shared this devnet."""
+    service = unique()
+    dn.deployed(service, "1.0.0")
+    second = dn.deployed(service, "1.1.0")
+    deployer, responder = dn.ledger("deployer"), dn.ledger("responder")
+    deployer.rollback(second, "latency")
+    digest = dn.release(service, "1.2.0")
+    third = deployer.start_deployment(digest, service, ENV, 10)
+    deployer.promote(third, 50)
+    deployer.fail(third, "errors")
+    responder.resolve(responder.open_incident(service, ENV, 3, "slow"))
+    dn.ledger("registrar").revoke(digest, service, "withdrawn from sale")
     kinds = {row["kind"] for row in ok(dn.run("history", "--json"))["events"]}
-    # (revokes happen in tests/cli/test_deploy_incident.py now, on its own devnet)
-    assert {"registered", "approved", "rejected", "withdrawn", "deployed", "promoted", "completed", "failed",
+    assert {"registered", "approved", "rejected", "withdrawn", "revoked", "deployed", "promoted", "completed", "failed",
             "rolled-back", "incident-opened", "incident-resolved", "policy-set", "member-added"} <= kinds
     table = dn.run("history", "--format", "table")
     assert table.code == 0 and table.err == ""
