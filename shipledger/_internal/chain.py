@@ -17,7 +17,7 @@ except ImportError:  # not POSIX: no cross-process lock, the send retry alone ke
 import requests
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
+from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound
 
 from shipledger._internal.revert import decode_revert
 from shipledger.errors import (
@@ -31,6 +31,8 @@ from shipledger.errors import (
 from shipledger.models import TxReceipt
 
 SEND_ATTEMPTS = 20  # fresh nonces tried while other senders (other machines) keep taking ours
+RECEIPT_POLL = 0.1  # seconds between receipt polls
+SUPERSEDED_AFTER = 1.0  # seconds without a receipt before checking whether another transaction took our nonce
 GAS_MARGIN = 1.25  # estimates are exact for the state they ran on; leave room for state changes
 RPC_TIMEOUT = 15  # seconds per JSON-RPC request
 
@@ -118,7 +120,9 @@ class TxSender:
     Each send takes the key's lock (key_lock: threads of this process and other processes of this user
     wait their turn), reads the node's pending count and sends; the lock is released once the node has
     accepted the transaction, not when it is mined. A sender elsewhere (another machine) can still take
-    the nonce first: the node then refuses ours outright and we retry with a fresh one.
+    the nonce first: the node then refuses ours outright and we retry with a fresh one, or, when both
+    reached a pool before either was mined, the other is mined and ours is dropped; wait() sees the
+    nonce used by a transaction that is not ours and sends ours again with a fresh one.
     """
 
     def __init__(self, w3: Web3, account: LocalAccount, chain_id: int, receipt_timeout: float = 120):
@@ -129,6 +133,7 @@ class TxSender:
         self._lock = threading.Lock()
         self._next_nonce: int | None = None
         self._fees: dict | None = None
+        self._sent: dict[str, tuple] = {}  # tx hash -> (to, data, gas, nonce), to send again if superseded
 
     @property
     def address(self) -> str:
@@ -163,12 +168,22 @@ class TxSender:
             tx = fn.build_transaction({"from": self.address, "gas": gas, "nonce": 0, **self._fee_fields()})
         except Exception as exc:  # noqa: BLE001
             raise_decoded(exc)
-        return self.send_data(tx.get("to"), tx["data"], tx["gas"])  # no "to": a contract creation
+        return self._send_again_if_superseded(tx.get("to"), tx["data"], tx["gas"])  # no "to": a contract creation
+
+    def _send_again_if_superseded(self, to: str | None, data, gas: int) -> str:
+        """send_data, remembering the transaction for wait() to send again if another takes its nonce."""
+        tx_hash, nonce = self._send(to, data, gas)
+        self._sent[tx_hash] = (to, data, gas, nonce)
+        return tx_hash
 
     def send_data(self, to: str | None, data: bytes | str, gas: int, on_signed=None) -> str:
         """Sign and send a call whose data is already encoded (bulk paths skip web3's slow encoder).
         on_signed(tx_hash) runs before each send: a caller interrupted during the send can still look
         the transaction up, since the node may have it."""
+        return self._send(to, data, gas, on_signed)[0]
+
+    def _send(self, to: str | None, data: bytes | str, gas: int, on_signed=None) -> tuple[str, int]:
+        """send_data's work: (the transaction hash, its nonce)."""
         tx = {"data": data, "gas": gas, "value": 0, "chainId": self.chain_id, **self._fee_fields()}
         if to is not None:
             tx["to"] = to
@@ -179,9 +194,9 @@ class TxSender:
                     signed = self.account.sign_transaction(tx)
                     if on_signed is not None:
                         on_signed("0x" + bytes(signed.hash).hex())
-                    tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                    tx_hash = "0x" + self.w3.eth.send_raw_transaction(signed.raw_transaction).hex().removeprefix("0x")
                     self._next_nonce = tx["nonce"] + 1
-                    return "0x" + tx_hash.hex().removeprefix("0x")
+                    return tx_hash, tx["nonce"]
                 except Exception as exc:  # noqa: BLE001
                     self._next_nonce = None
                     # Only a refusal for the nonce is retried: the node did not take the transaction,
@@ -195,16 +210,44 @@ class TxSender:
             "using this key; try again"
         )
 
-    def wait(self, tx_hash: str, fn=None) -> TxReceipt:
-        """Wait for the receipt; a reverted transaction raises its decoded error."""
+    def _receipt(self, tx_hash: str):
         try:
-            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.1)
-        except TimeExhausted:
-            raise TransactionTimeout(
-                f"no receipt for {tx_hash} after {self.receipt_timeout:.0f}s; it may still be mined"
-            ) from None
+            return self.w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
         except Exception as exc:  # noqa: BLE001
             raise_decoded(exc)
+
+    def _superseded(self, tx_hash: str) -> bool:
+        """Whether another transaction of this key was mined with our transaction's nonce, so ours can
+        never be. The count is read before the receipt: a count past our nonce and then no receipt
+        means ours was not the one mined (short of a reorganisation, which QBFT does not have)."""
+        sent = self._sent.get(tx_hash)
+        if sent is None:
+            return False
+        try:
+            mined = self.w3.eth.get_transaction_count(self.address, "latest")
+        except Exception as exc:  # noqa: BLE001
+            raise_decoded(exc)
+        return mined > sent[3] and self._receipt(tx_hash) is None
+
+    def wait(self, tx_hash: str, fn=None) -> TxReceipt:
+        """Wait for the receipt; a reverted transaction raises its decoded error. If another sender's
+        transaction took the nonce and ours was dropped, ours is sent again with a fresh nonce (it was
+        never recorded, so it cannot be recorded twice) and the receipt is that of the new one."""
+        sent_at = time.monotonic()
+        while (receipt := self._receipt(tx_hash)) is None:
+            waited = time.monotonic() - sent_at
+            if waited > SUPERSEDED_AFTER and self._superseded(tx_hash):
+                to, data, gas, _ = self._sent.pop(tx_hash)
+                tx_hash, sent_at = self._send_again_if_superseded(to, data, gas), time.monotonic()
+                continue
+            if waited > self.receipt_timeout:
+                raise TransactionTimeout(
+                    f"no receipt for {tx_hash} after {self.receipt_timeout:.0f}s; it may still be mined"
+                )
+            time.sleep(RECEIPT_POLL)
+        self._sent.pop(tx_hash, None)
         if receipt.status != 1:
             # Replay to learn why: on the state before the block, then at the block itself, whose timestamp
             # is the one the transaction saw (a signature valid when sent may have expired when mined).
@@ -219,6 +262,6 @@ class TxSender:
     def transact(self, fn, gas: int | None = None) -> tuple[TxReceipt, object]:
         """Send, wait, and return (our receipt, web3's receipt for event decoding)."""
         tx_hash = self.send(fn, gas)
-        ours = self.wait(tx_hash, fn)
-        return ours, self.w3.eth.get_transaction_receipt(tx_hash)
+        ours = self.wait(tx_hash, fn)  # its hash differs from tx_hash if ours was sent again
+        return ours, self.w3.eth.get_transaction_receipt(ours.tx_hash)
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+from eth_account import Account
+
+from shipledger import ArtifactSpec
+from shipledger.network.devnet import rpc_call
 from support import digest_for, ok, unique
 
 PARALLEL = 8
@@ -51,3 +55,30 @@ def test_one_key_in_parallel_without_a_shared_lock(dn, tmp_path):
         service, nonce_before = unique(), dn.nonce("registrar")
         results = _register_in_parallel(dn, service, [tmp_path / f"r{round_}-{i}" for i in range(PARALLEL)])
         _check_recorded_once(dn, service, results, nonce_before)
+
+
+def test_a_transaction_another_took_the_nonce_of_is_sent_again(dn):
+    """Ours and another sender's reached the pool before either was mined, and the other one was: ours
+    can never be. wait() used to sit out its 120 s receipt timeout (CI saw one of the eight parallel
+    runs above do so); it now sends ours again with a fresh nonce and returns that receipt."""
+    service, digest = unique(), digest_for(unique())
+    ledger = dn.ledger("registrar")
+    fn = ledger.registry.functions.register(ledger.validate_spec(
+        ArtifactSpec(digest=digest, service=service, version="1.0.0")))
+    nonce_before = dn.nonce("registrar")
+    rpc_call(dn.rpc_url, "evm_setAutomine", [False])
+    try:
+        ours = ledger._sender.send(fn)
+        # The other machine pays more for the same nonce, so the pool keeps its transaction, not ours.
+        other = Account.sign_transaction({
+            "to": dn.address("registrar"), "value": 0, "gas": 21_000, "nonce": nonce_before,
+            "maxFeePerGas": 10**12, "maxPriorityFeePerGas": 10**11, "chainId": dn.info["chain_id"],
+        }, dn.key("registrar"))
+        rpc_call(dn.rpc_url, "eth_sendRawTransaction", ["0x" + other.raw_transaction.hex().removeprefix("0x")])
+        rpc_call(dn.rpc_url, "evm_mine")
+    finally:
+        rpc_call(dn.rpc_url, "evm_setAutomine", [True])
+    receipt = ledger._sender.wait(ours, fn)
+    assert receipt.tx_hash != ours
+    assert ledger.artifact(digest, service) is not None
+    assert dn.nonce("registrar") == nonce_before + 2  # the other sender's, then ours once
