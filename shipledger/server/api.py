@@ -14,7 +14,6 @@ import asyncio
 import json
 import time
 from contextlib import asynccontextmanager
-from types import SimpleNamespace
 from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request
@@ -268,7 +267,7 @@ def create_app(state_factory) -> FastAPI:
         """`shipledger history` with the same filters, a page at a time (cursor: the last event's block:log)."""
         state = st(request)
         index = state.reader_db()
-        events = filtered_history(index, service, environment, digest, approver, org, kind, since, until)
+        events = filtered_history(index, history_query(service, environment, digest, approver, org, kind, since, until))
         after = parse_cursor(cursor)
         if after is not None:
             import bisect
@@ -293,14 +292,11 @@ def create_app(state_factory) -> FastAPI:
         """The filtered history as `shipledger export` writes it (CSV or JSON Lines), streamed."""
         from shipledger.compliance import export as exporting
 
-        from shipledger.cli.compliance import _filter_text
-
         index = st(request).reader_db()
-        events = filtered_history(index, service, environment, digest, approver, org, kind, since, until)
+        query = history_query(service, environment, digest, approver, org, kind, since, until)
+        events = filtered_history(index, query)
         # The same `filter` column as the CLI's: a filtered file must not pass for a complete one.
-        named = SimpleNamespace(service=service, env=environment, digest=digest, approver=approver, org=org, kind=kind,
-                                since=since, until=until)
-        lines = exporting.export_lines(exporting.records(index, events, _filter_text(named)), format)
+        lines = exporting.export_lines(exporting.records(index, events, query.text()), format)
         media = "text/csv" if format == "csv" else "application/x-ndjson"
         name = f"shipledger-history.{format}"
         return StreamingResponse((line.encode() for line in lines), media_type=media,
@@ -433,15 +429,22 @@ SIGNED_VOTE_SCHEMA = {
 
 # ---------------------------------------------------------------------- the shared reads (API and pages)
 
-def filtered_history(index, service, environment, digest, approver, org, kind, since, until) -> list:
-    """Index.history with `shipledger history`'s own filter checks (cli/compliance._history_filters)."""
+def history_query(service, environment, digest, approver, org, kind, since, until):
+    """The query parameters as `shipledger history`'s filters (compliance/filters.py)."""
     from shipledger._internal.names import parse_address
-    from shipledger.cli.compliance import _check_org, _history_filters
+    from shipledger.compliance.filters import HistoryQuery
 
-    args = SimpleNamespace(service=service, env=environment, digest=digest, org=org, kind=kind or None, since=since,
-                           until=until, approver=parse_address(approver, "approver") if approver else None)
-    filters = _history_filters(args)
-    _check_org(index, filters["org"])
+    return HistoryQuery(service=service, environment=environment, digest=digest, org=org,
+                        kinds=tuple(kind) if kind else None, since=since, until=until,
+                        approver=parse_address(approver, "approver") if approver else None)
+
+
+def filtered_history(index, query) -> list:
+    """Index.history with `shipledger history`'s own filter checks."""
+    from shipledger.compliance.filters import check_org
+
+    filters = query.filters()
+    check_org(index, filters["org"])
     return index.history(**filters)
 
 
@@ -510,14 +513,14 @@ def status_of_target(state: State, service: str, environment: str) -> dict:
 
 def dora_of(state: State, service, environment, since, until, prod_env) -> dict:
     from shipledger._internal.names import check_name
-    from shipledger.cli.compliance import _check_period, _report_time
     from shipledger.compliance import dora
+    from shipledger.compliance.filters import check_period, report_time
 
     for kind, value in (("service", service), ("environment", environment)):
         if value is not None:
             check_name(kind, value)
-    start, end = _report_time(since, False, "since"), _report_time(until, True, "until")
-    _check_period(start, end, since, until)
+    start, end = report_time("since", since, end=False), report_time("until", until, end=True)
+    check_period(start, end, since, until)
     envs = tuple(e.strip() for value in (prod_env or ["prod,production"]) for e in value.split(",") if e.strip())
     if not envs:
         raise UsageError("prod_env names no environment")
