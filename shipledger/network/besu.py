@@ -118,12 +118,15 @@ def parse_hosts(text: str | None, count: int) -> list[str]:
 
 def check_out_dir(out: Path, force: bool) -> None:
     """Refuse an --out that is a file, or a directory with something in it unless --force."""
-    if out.exists() and not out.is_dir():
-        raise PathError(f"--out {out} is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise PathError(f"--out {out} is not empty: choose an empty or new directory, or pass --force to replace it")
-    if not out.resolve().parent.is_dir():
-        raise PathError(f"cannot write {out}: its parent directory {out.resolve().parent} does not exist")
+    try:
+        if out.exists() and not out.is_dir():
+            raise PathError(f"--out {out} is a file, not a directory")
+        if out.is_dir() and any(out.iterdir()) and not force:
+            raise PathError(f"--out {out} is not empty: choose an empty or new directory, or pass --force to replace it")
+        if not out.resolve().parent.is_dir():
+            raise PathError(f"cannot write {out}: its parent directory {out.resolve().parent} does not exist")
+    except OSError as exc:  # a directory on the way we may not look into
+        raise path_error(out, exc, "write") from None
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
