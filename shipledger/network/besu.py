@@ -119,6 +119,8 @@ def parse_hosts(text: str | None, count: int) -> list[str]:
 def check_out_dir(out: Path, force: bool) -> None:
     """Refuse an --out that is a file, or a directory with something in it unless --force."""
     try:
+        if out.resolve() in (Path.cwd(), *Path.cwd().parents):
+            raise PathError(f"--out {out} is the current directory or holds it: name a directory of its own, e.g. besu-net")
         if out.exists() and not out.is_dir():
             raise PathError(f"--out {out} is a file, not a directory")
         if out.is_dir() and any(out.iterdir()) and not force:
@@ -162,11 +164,11 @@ def besu_config(out: Path, validators: int, chain_id: int, block_period: int, fu
         "enabled in config.toml) or an edit plus a restart change it; every organisation keeps its own copy.",
         {"nodes-allowlist": enodes, "accounts-allowlist": accounts})
 
-    parent = out.resolve().parent
+    target = out.resolve()  # renamed into place by its full path; the summary names `out` as given
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))  # 0700: it holds keys
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # 0700: it holds keys
     except OSError as exc:
-        raise path_error(parent, exc, "write in") from None
+        raise path_error(target.parent, exc, "write in") from None
     try:
         _write(staging / "genesis.json", json.dumps(genesis, indent=2) + "\n")
         for node in nodes:
@@ -179,7 +181,7 @@ def besu_config(out: Path, validators: int, chain_id: int, block_period: int, fu
             _write(folder / "config.toml", toml_text(
                 f"Besu node of {node.org} (validator {node.key.address}) on the shipledger QBFT chain {chain_id}.\n"
                 f"Start it from this folder: cd {node.org} && besu --config-file=config.toml", node_config(node)))
-        _replace(staging, out)
+        _replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

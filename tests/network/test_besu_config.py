@@ -188,6 +188,13 @@ def test_a_directory_with_something_in_it_is_refused_and_left_alone(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net"]  # no staging directory left behind
 
 
+def test_the_current_directory_is_refused_even_with_force(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    for out in (".", str(tmp_path)):
+        one_line(fails(run(["network", "besu-config", "--out", out, "--force"], cwd=tmp_path), 2, "current directory"))
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
 def test_force_replaces_it_and_an_empty_directory_is_used(tmp_path):
     (tmp_path / "net").mkdir()
     (tmp_path / "net" / "old.txt").write_text("old")
