@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shipledger.cli import EXIT_OK, besu, emit, say
+from shipledger.cli import EXIT_OK, emit, say
 from shipledger.cli.shared import duration
 
 
@@ -41,4 +41,5 @@ def add_commands(parsers) -> None:
     p.add_argument("--governance-delay", type=duration, default=60, metavar="DUR",
                    help="how long a weakening governance change waits (default 60s; production suites use 48h)")
     parsers.command("down", cmd_devnet_down, "stop the devnet", devnet)
-    besu.add_commands(parsers)  # `network besu-config` lives in shipledger/cli/besu.py
+    from shipledger.cli.besu import add_commands as add_besu_config  # `network besu-config`, its own module
+    add_besu_config(parsers)
