@@ -41,3 +41,5 @@ def add_commands(parsers) -> None:
     p.add_argument("--governance-delay", type=duration, default=60, metavar="DUR",
                    help="how long a weakening governance change waits (default 60s; production suites use 48h)")
     parsers.command("down", cmd_devnet_down, "stop the devnet", devnet)
+    from shipledger.cli.besu import add_commands as add_besu_config  # `network besu-config`, its own module
+    add_besu_config(parsers)
