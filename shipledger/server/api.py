@@ -203,8 +203,9 @@ class Guard:
         return sending
 
 
-def create_app(state_factory) -> FastAPI:
-    """The application; state_factory() builds the State at start-up (it connects to the node)."""
+def create_app(state_factory, integrations=()) -> FastAPI:
+    """The application; state_factory() builds the State at start-up (it connects to the node).
+    integrations: add(app, st) callables that put the CD/CI hooks' routes on it (Flagger, GitHub)."""
 
     @asynccontextmanager
     async def lifespan(app):
@@ -415,6 +416,8 @@ def create_app(state_factory) -> FastAPI:
     from shipledger.server import web
 
     web.add_pages(app, st)
+    for add in integrations:
+        add(app, st)
     return app
 
 
