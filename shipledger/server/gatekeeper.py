@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool
 
-from shipledger.errors import gate_sentence
+from shipledger.errors import UsageError, gate_sentence
 from shipledger.server import votes
 from shipledger.server.votes import GateAnswer
 
@@ -37,3 +37,16 @@ def sentence(answer: GateAnswer) -> str:
         return gate_sentence(answer.reason, answer.details)
     except (KeyError, IndexError, ValueError):
         return f"the gate denies it ({answer.reason})"
+
+
+def digest_of(digest: str | None, image: str | None) -> str:
+    """The digest asked about: `digest`, or the one an image reference pins (REPO@sha256:...). A tag
+    alone is refused: a tag can move."""
+    if (digest is None) == (image is None):
+        raise UsageError("give exactly one of digest and image")
+    if digest is not None:
+        return digest
+    _, at, pinned = image.rpartition("@")
+    if not at or not pinned.startswith("sha256:"):
+        raise UsageError(f"image {image!r} names no digest (REPO@sha256:...): a tag can move, so it cannot be gated")
+    return pinned
