@@ -173,3 +173,19 @@ def test_events_are_logged_and_bad_payloads_refused(dn, hooked):
             urllib.request.urlopen(request, timeout=5)
         assert caught.value.code == 400 and needle in json.loads(caught.value.read())["error"]["message"]
     assert hooked.post("/flagger/nowhere", {}).status == 404
+
+
+def test_a_stalled_chain_is_503_never_a_confirmation(dn):
+    service = unique()
+    digest = dn.release(service)
+    srv = Server(dn, "--max-block-age", "2", ready=False)
+    try:
+        flagger = Flagger(srv, service, digest)
+        dn.register(unique())  # a fresh block
+        assert until(lambda: flagger.call("confirm-rollout")[0])
+        time.sleep(2.5)  # anvil mines only on demand: the chain now looks stalled
+        for hook in ("confirm-rollout", "confirm-promotion", "rollback"):
+            passed, status, body = flagger.call(hook)
+            assert (passed, status) == (False, 503) and "stalled" in body["error"]["message"]
+    finally:
+        srv.stop()

@@ -369,3 +369,17 @@ def test_while_githubs_api_is_down_nothing_is_approved_and_the_app_retries(dn, g
     assert review["state"] == "approved"
     time.sleep(2)
     assert len(fake.reviews(run)) == 1 and not fake.violations
+
+
+def test_the_apps_options_are_checked_before_it_listens(dn, tmp_path):
+    from support import fails
+
+    (tmp_path / "not.pem").write_text("hello")
+    base = ("serve", "--listen", "127.0.0.1:1", "--db", str(tmp_path / "i.sqlite"))
+    fails(dn.run(*base, "--github-app-id", "7"), 2, "--github-app-key")
+    fails(dn.run(*base, "--github-app-id", "7", "--github-app-key", str(tmp_path / "not.pem"), "--github-webhook-secret-env", "S"),
+          2, "S holds no GitHub webhook secret")
+    fails(dn.run(*base, "--github-app-id", "7", "--github-app-key", str(tmp_path / "not.pem"), "--github-webhook-secret-env", "S",
+                 env={"S": "x"}), 2, "not an RSA private key")
+    fails(dn.run(*base, "--github-app-id", "seven"), 2, "numeric id")
+    fails(dn.run(*base, "--deployer-key-env", "NOPE"), 2, "NOPE holds no deployer key")
