@@ -41,7 +41,7 @@ def argo_eval(tmp_path_factory) -> Path:
         pytest.fail("Go is needed to build Argo's expression engine (expr-lang/expr from the Go module proxy)")
     binary = tmp_path_factory.mktemp("argo") / "argo-eval"
     subprocess.run([go, "build", "-o", str(binary), "."], cwd=EVAL_SOURCE, check=True, timeout=600,
-                   env={**os.environ, "GOFLAGS": "-buildvcs=false -mod=mod"})
+                   env={**os.environ, "GOFLAGS": "-buildvcs=false -mod=readonly"})
     return binary
 
 
