@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipledger.errors import ConnectionFailed, Denied, InvalidInput, ShipledgerError, UsageError
 from shipledger.server import votes
+from shipledger.server.gatekeeper import digest_of
 from shipledger.server.state import State
 
 HISTORY_PAGE = 100  # events per page unless ?limit says otherwise
@@ -202,8 +203,9 @@ class Guard:
         return sending
 
 
-def create_app(state_factory) -> FastAPI:
-    """The application; state_factory() builds the State at start-up (it connects to the node)."""
+def create_app(state_factory, integrations=()) -> FastAPI:
+    """The application; state_factory() builds the State at start-up (it connects to the node).
+    integrations: add(app, st) callables that put the CD/CI hooks' routes on it (Flagger, GitHub)."""
 
     @asynccontextmanager
     async def lifespan(app):
@@ -227,12 +229,14 @@ def create_app(state_factory) -> FastAPI:
     # ------------------------------------------------------------------ the gate (the hot path)
 
     @app.get("/v1/gate", response_model=GateDecision, tags=["gate"])
-    async def gate(request: Request, digest: str = Query(pattern=DIGEST_PATTERN), service: str = Query(), environment: str = Query()):
-        """May `digest` go to `environment` of `service` now? 200 with the contract's decision; 503 when it
-        cannot be decided (node unreachable, chain stalled): fail closed, never allowed."""
+    async def gate(request: Request, service: str = Query(), environment: str = Query(),
+                   digest: str | None = Query(None, pattern=DIGEST_PATTERN),
+                   image: str | None = Query(None, description="REGISTRY/REPO@sha256:<digest> instead of digest (Argo's fieldRef to the image)")):
+        """May `digest` (or `image`'s digest) go to `environment` of `service` now? 200 with the contract's
+        decision; 503 when it cannot be decided (node unreachable, chain stalled): fail closed, never allowed."""
         state = st(request)
         try:
-            target = votes.gate_target(digest, service, environment)
+            target = votes.gate_target(digest_of(digest, image), service, environment)
             block = state.known_head()
             answer = state.gates.cached(block, *target) or await run_in_threadpool(state.gates.ask, block, *target)
         except UsageError:
@@ -411,6 +415,8 @@ def create_app(state_factory) -> FastAPI:
     from shipledger.server import web
 
     web.add_pages(app, st)
+    for add in integrations:
+        add(app, st)
     return app
 
 
