@@ -412,8 +412,9 @@ def create_app(state_factory) -> FastAPI:
 
     app.openapi = openapi
 
-    from shipledger.server import web
+    from shipledger.server import admission, web
 
+    admission.add_routes(app, st)
     web.add_pages(app, st)
     return app
 

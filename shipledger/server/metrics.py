@@ -72,4 +72,6 @@ def render(state) -> str:
             [({}, round(age, 3))] if age is not None else [])
     _family(lines, "shipledger_relay_submissions_total", "counter", "POST /v1/relay requests by outcome.",
             [({"outcome": o}, n) for o, n in sorted(state.relay_outcomes.items())])
+    _family(lines, "shipledger_admission_reviews_total", "counter", "Admission reviews answered, by decision.",
+            [({"decision": d}, n) for d, n in sorted(state.admission_answers.items())])
     return "\n".join(lines) + "\n"

@@ -38,6 +38,7 @@ class Config:
     relay_rate: float = 1.0  # relay requests per second per client, with a burst of RELAY_BURST
     relay_burst: int = 10
     max_body: int = 256 * 1024  # bytes of a request body
+    admission: object | None = None  # the admission webhook's AdmissionMap when `--admission` is on; None: off
 
 
 class Head:
@@ -70,6 +71,7 @@ class State:
         self.gates = GateCache(self.rpc_batch, self.endpoint.ledger, self.prior_name)
         self.gate_answers: Counter = Counter()
         self.relay_outcomes: Counter = Counter()
+        self.admission_answers: Counter = Counter()  # allowed / denied, since start
         self._waiting: tuple[int, list] | None = None
         self._waiting_lock = threading.Lock()
         self._proposals: tuple[int, list[dict]] | None = None
