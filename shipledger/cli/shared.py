@@ -118,7 +118,7 @@ def artifact_digest(args) -> str:
     named = [option for option, key in (("a path", "artifact"), ("--digest", "digest"), ("--image", "image"))
              if getattr(args, key, None)]
     if len(named) > 1:
-        raise UsageError(f"name the artifact by a path, --digest or --image, one of them, not {' and '.join(named)}")
+        raise UsageError(f"name the artifact by one of a path, --digest or --image, not both {' and '.join(named)}")
     if getattr(args, "image", None):
         return parse_image(args.image)[1]
     if getattr(args, "digest", None):

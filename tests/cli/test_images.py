@@ -98,4 +98,4 @@ def test_a_tag_is_refused_with_a_clear_message(dn):
     fails(result, 2, "--image registers an artifact of kind image")
     result = dn.run("gate", "--image", "registry.example/team/app@sha256:" + "a" * 64, "--digest", "sha256:" + "a" * 64,
                     "--service", service, "--env", ENV)
-    fails(result, 2, "one of them")
+    fails(result, 2, "not both --digest and --image")
