@@ -113,10 +113,8 @@ def pod_template(obj: dict) -> tuple[dict, dict]:
 
 def images_of(obj: dict, namespace: str, mapping: AdmissionMap) -> list[Image]:
     """Every container's image of the object with its target (annotations first, then the map)."""
-    spec, metadata = pod_template(obj)
-    own = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    # The pod's annotations decide; a workload's own annotations stand in where its template has none.
-    annotations = {**(own.get("annotations") or {}), **(metadata.get("annotations") or {})}
+    spec, _ = pod_template(obj)
+    annotations = pod_annotations(obj)
     found = []
     for label, key in CONTAINER_FIELDS:
         for container in spec.get(key) or []:
@@ -130,25 +128,37 @@ def images_of(obj: dict, namespace: str, mapping: AdmissionMap) -> list[Image]:
             except UsageError as exc:
                 found.append(Image(where, text, problem=str(exc)))
                 continue
-            service = annotations.get(SERVICE_ANNOTATION) or mapping.images.get(repository)
-            environment = annotations.get(ENVIRONMENT_ANNOTATION) or mapping.namespaces.get(namespace)
-            problem = ""
-            if not service:
-                problem = (f"no service for {repository}: annotate the pod with {SERVICE_ANNOTATION} or map the repository"
-                           " under images in the admission map")
-            elif not environment:
-                problem = (f"no environment for namespace {namespace or '(none)'}: annotate the pod with {ENVIRONMENT_ANNOTATION}"
-                           " or map the namespace under namespaces in the admission map")
-            else:
-                try:
-                    check_name("service", service)
-                    check_name("environment", environment)
-                except UsageError as exc:
-                    problem = str(exc)
-            found.append(Image(where, text, digest, service or "", environment or "", problem))
+            service, environment, problem = target_of(repository, annotations, namespace, mapping)
+            found.append(Image(where, text, digest, service, environment, problem))
     if not found:
         raise UsageError("the pod spec has no containers")
     return found
+
+
+def pod_annotations(obj: dict) -> dict:
+    """The pod's annotations; a workload's own annotations stand in where its template has none."""
+    _, metadata = pod_template(obj)
+    own = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    return {**(own.get("annotations") or {}), **(metadata.get("annotations") or {})}
+
+
+def target_of(repository: str, annotations: dict, namespace: str, mapping: AdmissionMap) -> tuple[str, str, str]:
+    """(service, environment, problem) of an image: the annotations first, then the map; problem is
+    "" when both are known and valid names, else the sentence saying what is missing."""
+    service = annotations.get(SERVICE_ANNOTATION) or mapping.images.get(repository) or ""
+    environment = annotations.get(ENVIRONMENT_ANNOTATION) or mapping.namespaces.get(namespace) or ""
+    if not service:
+        return "", environment, (f"no service for {repository}: annotate the pod with {SERVICE_ANNOTATION} or map the"
+                                 " repository under images in the admission map")
+    if not environment:
+        return service, "", (f"no environment for namespace {namespace or '(none)'}: annotate the pod with"
+                             f" {ENVIRONMENT_ANNOTATION} or map the namespace under namespaces in the admission map")
+    try:
+        check_name("service", service)
+        check_name("environment", environment)
+    except UsageError as exc:
+        return service, environment, str(exc)
+    return service, environment, ""
 
 
 # ---------------------------------------------------------------------- deciding
