@@ -79,6 +79,12 @@ def cmd_serve(args) -> int:
             Account.from_key(key)
         except (ValueError, TypeError):
             raise UsageError(f"${args.relayer_key_env} does not hold a valid private key") from None
+    observations_token = None
+    if args.observations_token_env:
+        observations_token = os.environ.get(args.observations_token_env, "").strip()
+        if len(observations_token) < 16:
+            raise UsageError(f"--observations-token-env {args.observations_token_env}: that variable must hold a token of 16"
+                             " characters or more")
     tls = _tls_options(args)
     admission = None
     if args.admission:
@@ -91,7 +97,8 @@ def cmd_serve(args) -> int:
     from shipledger.server.state import Config, State
 
     config = Config(rpc_url=rpc_url(args, book), book=book, db=args.db or DEFAULT_DB, max_lag=args.max_lag,
-                    max_block_age=args.max_block_age, relayer_key=key, relay_rate=args.relay_rate, admission=admission)
+                    max_block_age=args.max_block_age, relayer_key=key, relay_rate=args.relay_rate, admission=admission,
+                    observations_token=observations_token)
     State(config).close()  # connect and bind the index now, so a wrong book or node is exit 1 before listening
     import uvicorn
 
@@ -126,3 +133,5 @@ def add_commands(parsers) -> None:
     p.add_argument("--admission-map", metavar="FILE",
                    help="YAML {images: {REPOSITORY: SERVICE}, namespaces: {NAMESPACE: ENVIRONMENT}} for pods without the "
                         "shipledger.io/service and shipledger.io/environment annotations")
+    p.add_argument("--observations-token-env", metavar="VAR",
+                   help="environment variable holding the bearer token POST /v1/observations needs; without it that endpoint is off")
