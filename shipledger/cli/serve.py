@@ -54,10 +54,11 @@ def _tls_options(args) -> dict:
 
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(args.tls_cert, args.tls_key)
+    except ssl.SSLError as exc:  # before OSError, its base class
+        raise UsageError(f"--tls-cert {args.tls_cert} and --tls-key {args.tls_key} are not a PEM certificate and its key"
+                         f" ({exc.reason or exc})") from None
     except OSError as exc:
         raise UsageError(f"cannot read the TLS certificate or key: {exc.strerror or exc}") from None
-    except ssl.SSLError as exc:
-        raise UsageError(f"--tls-cert {args.tls_cert} and --tls-key {args.tls_key} are not a PEM certificate and its key: {exc.reason}") from None
     return {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
 
 
