@@ -30,7 +30,9 @@ import http.client, json, socket, ssl, sys, time
 port, cafile, name, method, path, body, rate, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], float(sys.argv[7]), int(sys.argv[8])
 context = ssl.create_default_context(cafile=cafile)
 conn = http.client.HTTPSConnection(name, port, timeout=10, context=context)
-conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), 10), server_hostname=name)
+raw = socket.create_connection(("127.0.0.1", port), 10)
+raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client's own connect() and Go's net/http (the apiserver) do
+conn.sock = context.wrap_socket(raw, server_hostname=name)
 headers = {"Content-Type": "application/json"} if body else {}
 latencies, statuses, late, answers = [], {}, 0.0, {}
 start = time.perf_counter()

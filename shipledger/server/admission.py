@@ -183,6 +183,15 @@ class Judge:
             self._releases[key] = found
         return found
 
+    def decided(self, images: list[Image]) -> tuple[int, list[dict]] | None:
+        """decide()'s answer when every image is allowed by a gate answer already cached at the head, so
+        the warm path skips the worker thread; None otherwise (ConnectionFailed when the head is unknown)."""
+        block = self.state.known_head()
+        answers = [None if i.problem else self.state.gates.cached(block, i.digest, i.service, i.environment) for i in images]
+        if not all(a is not None and a.allowed for a in answers):
+            return None
+        return block, [{"allowed": True, "reason": "allowed", "message": "the gate allows it"} for _ in images]
+
     def decide(self, images: list[Image]) -> tuple[int, list[dict]]:
         """(block, one decision per image: allowed, reason, message, and a warning when allowed only as what runs)."""
         from shipledger._internal.targets import ROLES, artifact_id
@@ -283,7 +292,8 @@ def add_routes(app, st) -> None:
             try:
                 images = images_of(obj, namespace, state.config.admission)
                 judge = judges.setdefault(id(state), Judge(state))
-                block, decisions = await asyncio.wait_for(run_in_threadpool(judge.decide, images), deadline_of(timeout))
+                block, decisions = judge.decided(images) or await asyncio.wait_for(run_in_threadpool(judge.decide, images),
+                                                                                   deadline_of(timeout))
                 denied = [f"{i.where} {i.image}: {d['message']}" for i, d in zip(images, decisions) if not d["allowed"]]
                 allowed = not denied
                 message = "shipledger denied " + "; ".join(denied) if denied else ""

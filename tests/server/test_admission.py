@@ -61,6 +61,7 @@ class ApiserverClient:
     def review(self, request: dict, timeout: str = "5s") -> dict:
         seconds = float(timeout.removesuffix("s"))
         raw = socket.create_connection(("127.0.0.1", self.port), timeout=seconds)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as Go's net/http, and http.client's own connect()
         connection = http.client.HTTPSConnection(self.server_name, self.port, timeout=seconds, context=self.context)
         connection.sock = self.context.wrap_socket(raw, server_hostname=self.server_name)
         body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
