@@ -44,7 +44,7 @@ $(NPM_STAMP): package-lock.json
 # Debian packages the end-to-end tests drive: headless Chromium renders `shipledger report`, and a
 # real Prometheus feeds the rollout controller. Installed only when missing and only where apt can
 # run; elsewhere the tests that need them skip and say why.
-SYSTEM_PACKAGES := chromium prometheus
+SYSTEM_PACKAGES := chromium prometheus docker-registry skopeo umoci
 system-deps:
 	@missing=""; for pkg in $(SYSTEM_PACKAGES); do command -v $$pkg >/dev/null || missing="$$missing $$pkg"; done; \
 	if [[ -n "$$missing" && $$(id -u) == 0 ]] && command -v apt-get >/dev/null; then \

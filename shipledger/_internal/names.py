@@ -68,3 +68,36 @@ def parse_duration(value, what: str = "duration", *, positive: bool = False) -> 
     if math.isnan(seconds) or math.isinf(seconds) or seconds < 0 or (positive and seconds == 0):
         raise UsageError(f"{what} {value!r} must be {'more than zero' if positive else 'zero or more'}")
     return seconds
+
+
+_IMAGE = re.compile(r"^(?P<repository>[a-z0-9][a-z0-9._/:-]*?)(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>[^@]+))?$")
+
+
+def parse_image(value: str) -> tuple[str, str]:
+    """'REGISTRY/REPO[:TAG]@sha256:<64 hex>' -> (the repository as Docker names it, 'sha256:<hex>').
+
+    Only the digest says what runs: a tag can move, so an image named by a tag alone is refused. A
+    tag beside a digest is allowed (Kubernetes pulls by the digest) and dropped. The repository is
+    normalised as Docker does ('nginx' is 'docker.io/library/nginx'), so a map and a pod spec that
+    spell it differently still agree."""
+    text = value.strip() if isinstance(value, str) else ""
+    match = _IMAGE.match(text)
+    if not match or not match.group("repository").strip("/"):
+        raise UsageError(f"image {value!r} is not an image reference like registry.example/team/app@sha256:<64 hex>")
+    if match.group("digest") is None:
+        raise UsageError(f"image {value!r} names no digest (a tag, or latest by default), and a tag can move. Name it by its manifest digest,"
+                         " REPO@sha256:<64 hex> (skopeo inspect --format '{{.Digest}}' docker://IMAGE prints it)")
+    digest = format_digest(parse_digest(match.group("digest")))
+    return normalise_repository(match.group("repository")), digest
+
+
+def normalise_repository(repository: str) -> str:
+    """Docker's reading of a repository name: no registry host means docker.io, and a single name on
+    docker.io is under library/."""
+    first, _, rest = repository.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        repository = "docker.io/" + repository
+    host, _, path = repository.partition("/")
+    if host == "docker.io" and "/" not in path:
+        repository = f"docker.io/library/{path}"
+    return repository

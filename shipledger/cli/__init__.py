@@ -48,6 +48,7 @@ COMMANDS = {
     "export": ("compliance", "write the (filtered) history to CSV or JSON Lines, one record per event, atomically"),
     "verify-export": ("compliance", "check every line of an export against the chain; exit 3 on any mismatch"),
     "report": ("compliance", "DORA metrics of production as a self-contained HTML report (or --json)"),
+    "drift": ("drift", "compare what runs (Kubernetes pods, or observations) with the ledger; exit 3 on any drift"),
     "serve": ("serve", "HTTP API, web app and /metrics over the index and the chain"),
 }
 GLOBAL_DEFAULTS = (("rpc", None), ("deployment", None), ("key_env", "SHIPLEDGER_PRIVATE_KEY"), ("keystore", None), ("json", False),

@@ -91,10 +91,15 @@ def _name_policy_key(details: dict, book: dict, url: str, service: str, environm
 def _spec_from_args(args, digest: str):
     from shipledger.models import ArtifactSpec
 
+    kind, uri = args.kind or "build", args.uri or ""
+    if args.image:  # an image is kind image, and where it lives is its reference unless --uri says otherwise
+        if args.kind not in (None, "image"):
+            raise UsageError(f"--image registers an artifact of kind image, not {args.kind}")
+        kind, uri = "image", uri or args.image.strip()
     return ArtifactSpec(
         digest=digest, service=args.service, version=args.version, commit=args.commit or "",
         committed_at=args.committed_at or 0, provenance=file_digest(args.provenance), sbom=file_digest(args.sbom),
-        uri=args.uri or "", kind=args.kind,
+        uri=uri, kind=kind,
     )
 
 
@@ -393,8 +398,8 @@ def add_commands(parsers) -> None:
     p.add_argument("--version", help="the artifact's version label, e.g. 1.4.2 (a version names one digest for good)")
     p.add_argument("--commit", help="source commit SHA (40 or 64 hex)")
     p.add_argument("--committed-at", type=int, help="commit time, unix seconds")
-    p.add_argument("--kind", choices=("build", "image", "config", "infrastructure"), default="build",
-                   help="what the artifact is (default build); config and infrastructure changes go through the same policies")
+    p.add_argument("--kind", choices=("build", "image", "config", "infrastructure"), default=None,
+                   help="what the artifact is (default build, image with --image); config and infrastructure changes go through the same policies")
     p.add_argument("--uri", help="where the artifact lives")
     p.add_argument("--provenance", metavar="FILE", help="provenance document to hash")
     p.add_argument("--sbom", metavar="FILE", help="SBOM document to hash")

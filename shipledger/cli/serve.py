@@ -33,9 +33,34 @@ class JsonFormatter(logging.Formatter):
 def _log_config(json_logs: bool) -> dict:
     formatter = {"()": f"{__name__}.JsonFormatter"} if json_logs else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
     handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
-    return {"version": 1, "disable_existing_loggers": False, "formatters": {"main": formatter}, "handlers": {"main": handler},
-            "loggers": {name: {"handlers": ["main"], "level": "INFO", "propagate": False}
-                        for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "shipledger.serve")}}
+    # The admission webhook's decisions are JSON lines of their own, whatever --json-logs says.
+    decisions = {"class": "logging.StreamHandler", "formatter": "bare", "stream": "ext://sys.stderr"}
+    loggers = {name: {"handlers": ["main"], "level": "INFO", "propagate": False}
+               for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "shipledger.serve")}
+    loggers["shipledger.admission"] = {"handlers": ["decisions"], "level": "INFO", "propagate": False}
+    return {"version": 1, "disable_existing_loggers": False, "formatters": {"main": formatter, "bare": {"format": "%(message)s"}},
+            "handlers": {"main": handler, "decisions": decisions}, "loggers": loggers}
+
+
+def _tls_options(args) -> dict:
+    """uvicorn's TLS options from --tls-cert and --tls-key, both readable PEM files (checked with the
+    ssl module now, so a bad pair is one line before listening); {} for plain HTTP."""
+    if not args.tls_cert and not args.tls_key:
+        if args.admission:
+            raise UsageError("--admission needs --tls-cert FILE and --tls-key FILE: the apiserver calls webhooks over HTTPS only")
+        return {}
+    if not (args.tls_cert and args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(args.tls_cert, args.tls_key)
+    except ssl.SSLError as exc:  # before OSError, its base class
+        raise UsageError(f"--tls-cert {args.tls_cert} and --tls-key {args.tls_key} are not a PEM certificate and its key"
+                         f" ({exc.reason or exc})") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read the TLS certificate or key: {exc.strerror or exc}") from None
+    return {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
 
 
 def cmd_serve(args) -> int:
@@ -56,21 +81,37 @@ def cmd_serve(args) -> int:
             Account.from_key(key)
         except (ValueError, TypeError):
             raise UsageError(f"${args.relayer_key_env} does not hold a valid private key") from None
+    observations_token = None
+    if args.observations_token_env:
+        observations_token = os.environ.get(args.observations_token_env, "").strip()
+        if len(observations_token) < 16:
+            raise UsageError(f"--observations-token-env {args.observations_token_env}: that variable must hold a token of 16"
+                             " characters or more")
+    tls = _tls_options(args)
+    admission = None
+    if args.admission:
+        from shipledger.server.admission import AdmissionMap
+
+        admission = AdmissionMap.load(args.admission_map)
+    elif args.admission_map:
+        raise UsageError("--admission-map goes with --admission")
     book = load_address_book(book_path(args))
     from shipledger.server.state import Config, State
 
     config = Config(rpc_url=rpc_url(args, book), book=book, db=args.db or DEFAULT_DB, max_lag=args.max_lag,
-                    max_block_age=args.max_block_age, relayer_key=key, relay_rate=args.relay_rate)
+                    max_block_age=args.max_block_age, relayer_key=key, relay_rate=args.relay_rate, admission=admission,
+                    observations_token=observations_token)
     State(config).close()  # connect and bind the index now, so a wrong book or node is exit 1 before listening
     integrations = hooks(args, Path(config.db))
     import uvicorn
 
     from shipledger.server.api import create_app
 
-    print(f"shipledger: serving http://{host}:{port}/ (API at /v1, OpenAPI at /v1/openapi.json)"
-          + ("; relay on" if key else "; relay off"), file=sys.stderr)
+    print(f"shipledger: serving {'https' if tls else 'http'}://{host}:{port}/ (API at /v1, OpenAPI at /v1/openapi.json)"
+          + ("; relay on" if key else "; relay off") + ("; admission webhook at /admission/v1/validate" if admission else ""),
+          file=sys.stderr)
     uvicorn.run(create_app(lambda: State(config), integrations), host=host, port=port, log_config=_log_config(args.json_logs),
-                access_log=args.access_log, server_header=False, timeout_graceful_shutdown=5)
+                access_log=args.access_log, server_header=False, timeout_graceful_shutdown=5, **tls)
     return 0
 
 
@@ -143,3 +184,12 @@ def add_commands(parsers) -> None:
                    help="YAML/JSON mapping GitHub environments to shipledger environments and repositories to services")
     p.add_argument("--github-api-url", default="https://api.github.com", metavar="URL",
                    help="GitHub's REST API (default https://api.github.com; GHES: https://HOST/api/v3)")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain); with --tls-key")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
+    p.add_argument("--admission", action="store_true",
+                   help="answer Kubernetes admission reviews at POST /admission/v1/validate (needs --tls-cert and --tls-key)")
+    p.add_argument("--admission-map", metavar="FILE",
+                   help="YAML {images: {REPOSITORY: SERVICE}, namespaces: {NAMESPACE: ENVIRONMENT}} for pods without the "
+                        "shipledger.io/service and shipledger.io/environment annotations")
+    p.add_argument("--observations-token-env", metavar="VAR",
+                   help="environment variable holding the bearer token POST /v1/observations needs; without it that endpoint is off")

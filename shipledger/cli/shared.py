@@ -94,6 +94,7 @@ def artifact_args(p, positional=True):
     if positional:
         p.add_argument("artifact", nargs="?", help="file or directory to hash")
     p.add_argument("--digest", help="sha256:<64 hex> instead of a path")
+    p.add_argument("--image", metavar="REPO@sha256:HEX", help="a container image by its manifest (or index) digest; a tag is refused")
 
 
 def target_args(p) -> None:
@@ -112,14 +113,18 @@ def index_args(parser) -> None:
 
 def artifact_digest(args) -> str:
     """The digest named by --digest or computed from the ARTIFACT path."""
-    from shipledger._internal.names import format_digest, parse_digest
+    from shipledger._internal.names import format_digest, parse_digest, parse_image
 
+    named = [option for option, key in (("a path", "artifact"), ("--digest", "digest"), ("--image", "image"))
+             if getattr(args, key, None)]
+    if len(named) > 1:
+        raise UsageError(f"name the artifact by one of a path, --digest or --image, not both {' and '.join(named)}")
+    if getattr(args, "image", None):
+        return parse_image(args.image)[1]
     if getattr(args, "digest", None):
-        if getattr(args, "artifact", None):
-            raise UsageError("name the artifact by a path or by --digest, not both")
         return format_digest(parse_digest(args.digest))
     if not getattr(args, "artifact", None):
-        raise UsageError("name the artifact by a path or by --digest sha256:<hex>")
+        raise UsageError("name the artifact by a path, by --digest sha256:<hex> or by --image REPO@sha256:<hex>")
     from shipledger.digests import digest_path
 
     return digest_path(args.artifact)

@@ -412,8 +412,10 @@ def create_app(state_factory, integrations=()) -> FastAPI:
 
     app.openapi = openapi
 
-    from shipledger.server import web
+    from shipledger.server import admission, observations, web
 
+    admission.add_routes(app, st)
+    observations.add_routes(app, st)
     web.add_pages(app, st)
     for add in integrations:
         add(app, st)

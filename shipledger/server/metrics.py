@@ -1,4 +1,4 @@
-"""/metrics in Prometheus' text format, written out here (no client library: seven families).
+"""/metrics in Prometheus' text format, written out here (no client library: ten families).
 
 Deployment states and open incidents come from the index; gate answers and relay submissions are
 this process's counters since it started; the oldest pending approval per target is from the
@@ -8,10 +8,12 @@ releases the Inbox shows (held by a vote reason at the current block).
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from shipledger.errors import ShipledgerError
 
 STATES = ("in_progress", "completed", "failed", "rolled_back")
+DRIFT_KINDS = ("unregistered", "revoked", "unexpected", "live_not_running")
 
 
 def _label(value) -> str:
@@ -72,4 +74,14 @@ def render(state) -> str:
             [({}, round(age, 3))] if age is not None else [])
     _family(lines, "shipledger_relay_submissions_total", "counter", "POST /v1/relay requests by outcome.",
             [({"outcome": o}, n) for o, n in sorted(state.relay_outcomes.items())])
+    _family(lines, "shipledger_admission_reviews_total", "counter", "Admission reviews answered, by decision.",
+            [({"decision": d}, n) for d, n in sorted(state.admission_answers.items())])
+    try:
+        drift = Counter(f.kind for f in state.observed.findings(state)) if state.observed.sources else Counter()
+        drift_samples = [({"kind": k}, drift.get(k, 0)) for k in DRIFT_KINDS] if state.observed.sources else []
+    except ShipledgerError:
+        drift_samples = []  # the head is unknown: no answer rather than a stale one
+    _family(lines, "shipledger_drift_findings", "gauge", "Drift findings over the posted observations, by kind.", drift_samples)
+    _family(lines, "shipledger_observations", "gauge", "Observations of what runs, by source.",
+            [({"source": s}, len(o)) for s, o in sorted(state.observed.sources.items())])
     return "\n".join(lines) + "\n"

@@ -38,6 +38,8 @@ class Config:
     relay_rate: float = 1.0  # relay requests per second per client, with a burst of RELAY_BURST
     relay_burst: int = 10
     max_body: int = 256 * 1024  # bytes of a request body
+    observations_token: str | None = field(default=None, repr=False)  # bearer token of POST /v1/observations; None: off
+    admission: object | None = None  # the admission webhook's AdmissionMap when `--admission` is on; None: off
 
 
 class Head:
@@ -70,6 +72,10 @@ class State:
         self.gates = GateCache(self.rpc_batch, self.endpoint.ledger, self.prior_name)
         self.gate_answers: Counter = Counter()
         self.relay_outcomes: Counter = Counter()
+        self.admission_answers: Counter = Counter()  # allowed / denied, since start
+        from shipledger.server.observations import Observed
+
+        self.observed = Observed(config.observations_token)
         self._waiting: tuple[int, list] | None = None
         self._waiting_lock = threading.Lock()
         self._proposals: tuple[int, list[dict]] | None = None
