@@ -38,6 +38,7 @@ class Config:
     relay_rate: float = 1.0  # relay requests per second per client, with a burst of RELAY_BURST
     relay_burst: int = 10
     max_body: int = 256 * 1024  # bytes of a request body
+    wallet_rpc_url: str | None = None  # the node URL the web app asks a wallet to add for this chain (None: none)
 
 
 class Head:
