@@ -10,7 +10,8 @@ it, v2 is rolled back to v1. Then the one-key attack on suite v1 is replayed ste
 step is refused. Responders of two organisations lift the freeze. Then the rollout controller takes over: v3 rolls out judged by the canary judge and
 completes, v4's canary is sick and is rolled back on its own with an incident opened. Compliance
 closes the story from the index: trace, audit, a verified export and the DORA report. The devnet
-stays up afterwards for the CLI to explore.
+stays up afterwards for the CLI to explore, and so does the web app (`shipledger serve`) on it: the
+demo ends by printing its URL.
 """
 
 from __future__ import annotations
@@ -309,8 +310,55 @@ def main() -> None:
     chapter(f"History of {service} (from the index)")
     sys.stdout.flush()
     cli.run("history", "--service", service, *db)
+    web = web_app(url, book, accounts["outsider"]["private_key"])
     print(f"\nDone in {time.monotonic() - started:.1f}s. The devnet is still running: try "
           f"`.venv/bin/shipledger status {service} {ENV}`, or stop it with `.venv/bin/shipledger devnet down`.")
+    print(f"The web app for this devnet: {web['url']} (Inbox, History, Status, Governance, Compliance; relay on). "
+          f"Stop it with `kill {web['pid']}`.", flush=True)
+
+
+SERVE_STATE = Path(".shipledger") / "serve.json"  # the web app the demo left running: pid, url, rpc_url
+WEB_PORT = 8600  # `shipledger serve`'s default; another free port when it is taken
+
+
+def web_app(url: str, book: str, relayer_key: str) -> dict:
+    """`shipledger serve` for the demo's devnet, left running in the background like the devnet: the
+    one a previous demo started when it still answers for this devnet, else a new one (the relay on,
+    with the outsider's key: it needs no role). {"pid", "url"}; exits with a message if it never gets ready."""
+    import urllib.request
+
+    from shipledger.network.devnet import free_port, port_is_free
+
+    def ready(web_url: str) -> bool:
+        try:
+            with urllib.request.urlopen(web_url + "readyz", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    if SERVE_STATE.is_file():
+        known = json.loads(SERVE_STATE.read_text())
+        if known.get("rpc_url") == url and ready(known["url"]):
+            return known
+    port = WEB_PORT if port_is_free(WEB_PORT) else free_port()
+    web_url = f"http://127.0.0.1:{port}/"
+    SERVE_STATE.parent.mkdir(parents=True, exist_ok=True)
+    log = (SERVE_STATE.parent / "serve.log").open("w")
+    env = {**os.environ, "SHIPLEDGER_RPC_URL": url, "SHIPLEDGER_DEPLOYMENT": str(book), "SHIPLEDGER_DEMO_RELAYER_KEY": relayer_key}
+    env.pop("SHIPLEDGER_PRIVATE_KEY", None)  # the server holds no approver's key
+    process = subprocess.Popen([sys.executable, "-m", "shipledger.cli", "serve", "--listen", f"127.0.0.1:{port}",
+                                "--db", str(SERVE_STATE.parent / "serve-index.sqlite"),
+                                "--relayer-key-env", "SHIPLEDGER_DEMO_RELAYER_KEY"],
+                               env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while not ready(web_url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            sys.exit(f"demo: the web app did not start; see {SERVE_STATE.parent / 'serve.log'}")
+        time.sleep(0.3)
+    state = {"pid": process.pid, "url": web_url, "rpc_url": url}
+    SERVE_STATE.write_text(json.dumps(state))
+    return state
 
 
 class Cli:

@@ -1,6 +1,6 @@
 """`make demo` end to end: scripts/demo.py on a fresh devnet (its own port and working directory),
 then again on the same devnet, which it reuses with a new service name (its starting policy then
-goes through governance). The story's sentences are the product's answers, so the test checks the
+goes through governance). Each run ends with the URL of the web app it leaves running on the devnet. The story's sentences are the product's answers, so the test checks the
 ones that carry the suite v2 trust model: the tightening executed at once, every step of the one-key
 attack refused with the ledger's error, the freeze lifted by two organisations."""
 
@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from shipledger.network.devnet import free_port
@@ -34,7 +35,16 @@ def test_demo_plays_on_a_fresh_devnet_and_again_on_the_same_one(tmp_path):
     try:
         first = play(tmp_path, port)
         second = play(tmp_path, port)
+        web = json.loads((tmp_path / ".shipledger" / "serve.json").read_text())
+        with urllib.request.urlopen(web["url"] + "inbox", timeout=30) as inbox:
+            assert inbox.status == 200 and b"<title>Inbox" in inbox.read()
     finally:
+        web_state = tmp_path / ".shipledger" / "serve.json"
+        if web_state.is_file():
+            try:
+                os.kill(json.loads(web_state.read_text())["pid"], 15)
+            except OSError:
+                pass
         state = tmp_path / ".shipledger" / "devnet" / "state.json"
         if state.is_file():
             pid = json.loads(state.read_text())["pid"]
@@ -58,5 +68,7 @@ def test_demo_plays_on_a_fresh_devnet_and_again_on_the_same_one(tmp_path):
         assert re.search(r"4\.0\.0: canary 80% slower with errors -> rollout \d+ rolled-back; incident \d+ opened", out)
         assert "matching the chain: True" in out and "all match" in out
         assert re.search(r"\nDone in [\d.]+s\.", out)
+        # the last line is the web app's URL, the same server both times (the second run reuses it)
+        assert out.rstrip().splitlines()[-1].startswith(f"The web app for this devnet: {web['url']} ")
     assert "lacks the demo's starting point" not in first  # the bootstrap set it
     assert "lacks the demo's starting point for payments-2" in second

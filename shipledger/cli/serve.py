@@ -63,6 +63,23 @@ def _tls_options(args) -> dict:
     return {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
 
 
+def wallet_rpc_url(given: str | None, node_url: str) -> str | None:
+    """The URL the web app offers a wallet that does not know the suite's chain (wallet_addEthereumChain):
+    --wallet-rpc-url, else the server's own node URL unless it may hold a secret (user info, a path
+    or a query: an API key), which the page must not show."""
+    from urllib.parse import urlsplit
+
+    if given is not None:
+        parts = urlsplit(given)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"--wallet-rpc-url {given!r} must be an http(s) URL")
+        return given
+    parts = urlsplit(node_url)
+    if parts.scheme in ("http", "https") and not parts.username and not parts.query and parts.path in ("", "/"):
+        return node_url
+    return None
+
+
 def cmd_serve(args) -> int:
     from shipledger._internal.book import load_address_book
     from shipledger.compliance.index import DEFAULT_DB
@@ -100,7 +117,8 @@ def cmd_serve(args) -> int:
 
     config = Config(rpc_url=rpc_url(args, book), book=book, db=args.db or DEFAULT_DB, max_lag=args.max_lag,
                     max_block_age=args.max_block_age, relayer_key=key, relay_rate=args.relay_rate, admission=admission,
-                    observations_token=observations_token)
+                    observations_token=observations_token,
+                    wallet_rpc_url=wallet_rpc_url(args.wallet_rpc_url, rpc_url(args, book)))
     State(config).close()  # connect and bind the index now, so a wrong book or node is exit 1 before listening
     integrations = hooks(args, Path(config.db))
     import uvicorn
@@ -170,6 +188,9 @@ def add_commands(parsers) -> None:
     p.add_argument("--max-block-age", type=float, default=0, metavar="SECONDS",
                    help="a newest block older than this is a stalled chain: /readyz fails and the gate answers 503 "
                         "(default 0: off, for a devnet that mines only on demand; set it on a chain with a block time)")
+    p.add_argument("--wallet-rpc-url", default=None, metavar="URL",
+                   help="the node URL the web app asks a wallet to add when it does not know the chain (default: the "
+                        "server's node URL, unless it has user info, a path or a query)")
     p.add_argument("--relay-rate", type=float, default=1.0, metavar="PER_SECOND",
                    help="relay requests per second per client, bursts of 10 (default 1)")
     p.add_argument("--deployer-key-env", default=None, metavar="VAR",

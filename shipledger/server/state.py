@@ -40,6 +40,7 @@ class Config:
     max_body: int = 256 * 1024  # bytes of a request body
     observations_token: str | None = field(default=None, repr=False)  # bearer token of POST /v1/observations; None: off
     admission: object | None = None  # the admission webhook's AdmissionMap when `--admission` is on; None: off
+    wallet_rpc_url: str | None = None  # the node URL the web app asks a wallet to add for this chain (None: none)
 
 
 class Head:

@@ -1,11 +1,14 @@
 """The web app: server-rendered HTML pages over the same reads as the API (Inbox, Artifact, History,
-Status, Compliance). No script yet and none from elsewhere: the Content-Security-Policy allows only
-this origin's files, and every value from the chain or the request is escaped by `e()`.
+Status, Governance, Compliance). The only script is this origin's /static/wallet.js (web/wallet.js
+bundled with viem, on the Inbox and Governance pages); the Content-Security-Policy allows nothing
+else, and every value from the chain or the request is escaped by `e()`.
 
-The Inbox is built for the wallet script that comes with suite v2's Vote type: the page carries the
-suite's chain id and registry in <meta> tags, and each release is a `<tr class="release">` with
-`data-digest`, `data-service`, `data-environment` and `data-version`, and an empty
-`<td class="sign" data-sign>` cell where the script puts its Approve and Reject buttons.
+The wallet script finds what it needs in the page: the suite's chain id, registry, governance
+address and the RPC URL a wallet may add, in <meta> tags; on the Inbox each
+release is a `<tr class="release">` with `data-digest`, `data-service`, `data-environment`,
+`data-version` and `data-ttl`, and an empty `<td class="sign" data-sign>` cell for its Approve and
+Reject buttons; on the Governance page each proposal is a `<tr class="proposal">` with
+`data-proposal-id`, `data-state`, `data-kind` and `data-change` and an empty `<td data-act>` cell.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from shipledger.errors import ShipledgerError, gate_sentence
 
-PAGES = (("Inbox", "/inbox"), ("History", "/history"), ("Status", "/status"), ("Compliance", "/compliance"))
+PAGES = (("Inbox", "/inbox"), ("History", "/history"), ("Status", "/status"), ("Governance", "/governance"),
+         ("Compliance", "/compliance"))
+STATIC_TYPES = {"app.css": "text/css", "favicon.svg": "image/svg+xml", "wallet.js": "text/javascript"}
+# Where the wallet script writes: which wallet, what will be signed (hidden until asked), the outcome.
+WALLET_PANEL = ('<div class="wallet" data-wallet-panel><p class="wallet-which">Looking for a browser wallet…</p>'
+                '<div class="wallet-confirm" hidden></div><p class="wallet-message" role="status" aria-live="polite"></p></div>')
 HISTORY_FILTERS = ("service", "environment", "digest", "approver", "org", "kind", "since", "until")
 
 
@@ -44,16 +52,20 @@ def short(digest: str) -> str:
     return digest[:19] + "…" if digest and len(digest) > 19 else digest or ""
 
 
-def layout(state, title: str, body: str, current: str = "") -> str:
+def layout(state, title: str, body: str, current: str = "", wallet: bool = False) -> str:
+    """A page; `wallet`: it loads the wallet script, which finds the suite in the <meta> tags."""
     current_mark = ' aria-current="page"'
     nav = "".join(f'<a href="{href}"{current_mark if name == current else ""}>{name}</a>' for name, href in PAGES)
     book = state.config.book
+    suite = {"chain-id": book["chain_id"], "registry": state.endpoint.registry,
+             "governance": book["contracts"]["Governance"]["address"],
+             "rpc-url": state.config.wallet_rpc_url or ""}
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<meta name=\"shipledger-chain-id\" content=\"{e(book['chain_id'])}\">"
-        f"<meta name=\"shipledger-registry\" content=\"{e(state.endpoint.registry)}\">"
-        f"<title>{e(title)} · shipledger</title><link rel=\"stylesheet\" href=\"/static/app.css\">"
+        + "".join(f'<meta name="shipledger-{name}" content="{e(value)}">' for name, value in suite.items())
+        + ('<script src="/static/wallet.js" defer></script>' if wallet else "")
+        + f"<title>{e(title)} · shipledger</title><link rel=\"stylesheet\" href=\"/static/app.css\">"
         "<link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\"></head><body>"
         f"<header><strong>shipledger</strong><nav>{nav}</nav>"
         f"<span class=\"head\">block {e(state.head.number)} · indexed to {e(state.synced_block)}</span></header>"
@@ -61,10 +73,12 @@ def layout(state, title: str, body: str, current: str = "") -> str:
     )
 
 
-def table(headers: list[str], rows: list[list[str]], row_attrs: list[str] | None = None) -> str:
-    """rows hold HTML already escaped by the caller."""
+def table(headers: list[str], rows: list[list[str]], row_attrs: list[str] | None = None,
+          cell_attrs: list[str] | None = None) -> str:
+    """rows hold HTML already escaped by the caller; row_attrs and cell_attrs (per column) too."""
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join(f"<tr{(row_attrs or [''] * len(rows))[i]}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>"
+    cell_attrs = cell_attrs or [""] * len(headers)
+    body = "".join(f"<tr{(row_attrs or [''] * len(rows))[i]}>" + "".join(f"<td{a}>{c}</td>" for a, c in zip(cell_attrs, row)) + "</tr>"
                    for i, row in enumerate(rows))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if rows else "<p class=\"empty\">Nothing here.</p>"
 
@@ -88,8 +102,8 @@ def static_file(name: str) -> bytes:
 def add_pages(app, st) -> None:
     from shipledger.server import api, votes
 
-    def page(request: Request, title: str, body: str, current: str = "", status: int = 200) -> HTMLResponse:
-        return HTMLResponse(layout(st(request), title, body, current), status_code=status)
+    def page(request: Request, title: str, body: str, current: str = "", status: int = 200, wallet: bool = False) -> HTMLResponse:
+        return HTMLResponse(layout(st(request), title, body, current, wallet), status_code=status)
 
     def failed(request: Request, exc: ShipledgerError, current: str) -> HTMLResponse:
         code = api.status_of(exc)
@@ -101,10 +115,9 @@ def add_pages(app, st) -> None:
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str):
-        types = {"app.css": "text/css", "favicon.svg": "image/svg+xml"}
-        if name not in types:
+        if name not in STATIC_TYPES:
             return api.error_response(404, "NotFound", f"no static file {name}")
-        return Response(static_file(name), media_type=types[name], headers={"Cache-Control": "max-age=300"})
+        return Response(static_file(name), media_type=STATIC_TYPES[name], headers={"Cache-Control": "max-age=300"})
 
     @app.get("/inbox", include_in_schema=False)
     def inbox(request: Request, approver: str = ""):
@@ -133,14 +146,37 @@ def add_pages(app, st) -> None:
                 f"<code>{e(w['commit'][:12]) or '–'}</code><br><small>{e(when(w['committed_at']))}</small>"
                 f"<br><small>by <code>{e(w['registrant'][:10])}</code></small>",
                 f"<small>provenance <code>{e(short(w['provenance'])) or '–'}</code><br>sbom <code>{e(short(w['sbom'])) or '–'}</code></small>",
-                tally, e(gate_text(w["gate"])), e(now_live or "nothing"), "",
+                tally, f'<span class="gate" data-reason="{e(w["gate"]["reason"])}">{e(gate_text(w["gate"]))}</span>',
+                e(now_live or "nothing"), "",
             ])
             attrs.append(f' class="release" data-digest="{e(w["digest"])}" data-service="{e(w["service"])}"'
-                         f' data-environment="{e(w["environment"])}" data-version="{e(w["version"])}"')
+                         f' data-environment="{e(w["environment"])}" data-version="{e(w["version"])}" data-ttl="{e(t["ttl"])}"')
         html_rows = table(["Target", "Release", "Commit", "Documents", "Tally", "Gate", "Live now", ""], rows, attrs)
         html_rows = html_rows.replace("<td></td></tr>", '<td class="sign" data-sign></td></tr>')
         who = f"waiting for {e(account)}" if account else "waiting for votes"
-        return page(request, "Inbox", f"{form}<p>{len(releases)} release(s) {who} at block {e(block)}.</p>{html_rows}", "Inbox")
+        return page(request, "Inbox", f"{form}{WALLET_PANEL}<p>{len(releases)} release(s) {who} at block {e(block)}.</p>{html_rows}",
+                    "Inbox", wallet=True)
+
+    @app.get("/governance", include_in_schema=False)
+    def governance(request: Request):
+        try:
+            block, found = st(request).proposals()
+        except ShipledgerError as exc:
+            return failed(request, exc, "Governance")
+        rows, attrs = [], []
+        for p in reversed(found):  # newest first
+            change = ", ".join(f"{k} {v}" for k, v in p["change"].items())
+            rows.append([e(p["proposal_id"]), e(p["kind"]), e(change), e(p["state"]), f'{e(p["approvals"])} of {e(p["needed"])}',
+                         "not yet known" if p["weakening"] is None else ("yes: waits for the delay" if p["weakening"] else "no"),
+                         e(when(p["executable_at"]) or "–"), ""])
+            attrs.append(f' class="proposal" data-proposal-id="{e(p["proposal_id"])}" data-state="{e(p["state"])}"'
+                         f' data-kind="{e(p["kind"])}" data-change="{e(change)}"')
+        # the wallet script puts its buttons in the last cell, and the new state and approvals after a transaction
+        html_rows = table(["#", "Kind", "Change", "State", "Approvals", "Weakening", "Executable at", ""], rows, attrs,
+                          ["", "", "", ' class="state"', ' class="approvals"', "", "", ' class="act" data-act'])
+        body = (f"{WALLET_PANEL}<p>{len(found)} proposal(s) at block {e(block)}. A steward approves or cancels with a transaction"
+                " from their own wallet; the contract checks that the sender is a steward.</p>" + html_rows)
+        return page(request, "Governance", body, "Governance", wallet=True)
 
     @app.get("/artifacts/{digest}", include_in_schema=False)
     def artifact(request: Request, digest: str, service: str = ""):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +16,8 @@ import pytest
 
 from shipledger.network.devnet import free_port
 from support import clean_env
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package: playwright never downloads a browser here
 
 
 @dataclass
@@ -104,3 +107,15 @@ def server(dn):
     srv = Server(dn, "--relayer-key-env", "RELAYER_KEY", env={"RELAYER_KEY": dn.key("outsider")})
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.lock")
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+                                    args=["--no-sandbox"])
+        yield browser
+        browser.close()

@@ -5,29 +5,12 @@ script hooks onto. A screenshot of every page is saved in the test's tmp directo
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from urllib.parse import urlencode
-
-import pytest
 
 from support import ENV, unique
 from conftest import Server
 
-CHROMIUM = "/usr/bin/chromium"
 HOSTILE = '<img src=x onerror="document.title=1">&<script>alert(1)</script>'
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.lock")
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip("Debian's chromium is not installed (make test installs it)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-                                    args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def test_every_page_loads_clean_in_chromium(dn, browser, tmp_path):
@@ -46,6 +29,7 @@ def test_every_page_loads_clean_in_chromium(dn, browser, tmp_path):
         "history": "/history",
         "history-filtered": "/history?" + urlencode({"service": service, "kind": "deployed"}),
         "status-list": "/status",
+        "governance": "/governance",
         "status": f"/status/{service}/{ENV}",
         "compliance": "/compliance",
     }
