@@ -89,6 +89,7 @@ def scoped_role_id(role: str, scope: str) -> bytes:
     return role_id(role) if not scope else Web3.keccak(encode(["bytes32", "bytes32"], [role_id(role), _name_key(scope)]))
 
 
+SIGNED_VOTE_GAS = 100_000  # an upper bound on recording one signed vote (scripts/gas.py: ~55k by transaction)
 SKIP_REASONS = ("none", "bad_signature", "not_approver", "nonce_used", "expired", "stale", "signed_in_future", "refused")
 
 
@@ -393,10 +394,10 @@ class Ledger:
     def signer_address(self) -> str | None:
         return self._sender.address if self._sender else None
 
-    def _tx(self, fn) -> tuple[TxReceipt, object]:
+    def _tx(self, fn, gas: int | None = None) -> tuple[TxReceipt, object]:
         if self._sender is None:
             raise NoSigner("this needs a signer: set SHIPLEDGER_PRIVATE_KEY or pass --keystore")
-        receipt, raw = self._sender.transact(fn)
+        receipt, raw = self._sender.transact(fn, gas)
         self.last_receipt = receipt  # for calls that return something else (propose returns the Proposal)
         return receipt, raw
 
@@ -745,7 +746,13 @@ class Ledger:
                     f"the vote by {a.signer} was signed for chain {a.chain_id} / {a.registry}, "
                     f"not this ledger (chain {self.chain_id} / {self.registry.address})"
                 )
-        receipt, raw = self._tx(self.registry.functions.voteBySig(votes))
+        fn = self.registry.functions.voteBySig(votes)
+        # The estimate runs on the latest block, where a vote signed after that block's time is skipped
+        # as signed_in_future, the cheap path; mined in a later block it is recorded. Leave room for that.
+        head_time = self.w3.eth.get_block("latest")["timestamp"]
+        later = sum(1 for a in approvals if a.signed_at > head_time)
+        gas = self._sender.estimate(fn) + later * SIGNED_VOTE_GAS if later and self._sender is not None else None
+        receipt, raw = self._tx(fn, gas)
         skipped = [{"index": e["index"], "signer": e["signer"], "nonce": e["nonce"], "reason": SKIP_REASONS[e["reason"]]}
                    for e in self._events(raw, self.registry, "SignedVoteSkipped")]
         return receipt, skipped

@@ -160,11 +160,18 @@ class TxSender:
                 self._fees = {"maxFeePerGas": 2 * base_fee + tip, "maxPriorityFeePerGas": tip}
         return self._fees
 
+    def estimate(self, fn) -> int:
+        """The gas limit to send fn with: the node's estimate plus GAS_MARGIN, errors decoded."""
+        try:
+            return int(fn.estimate_gas({"from": self.address}) * GAS_MARGIN)
+        except Exception as exc:  # noqa: BLE001
+            raise_decoded(exc)
+
     def send(self, fn, gas: int | None = None) -> str:
         """Estimate, sign and send; return the transaction hash without waiting."""
+        if gas is None:
+            gas = self.estimate(fn)
         try:
-            if gas is None:
-                gas = int(fn.estimate_gas({"from": self.address}) * GAS_MARGIN)
             tx = fn.build_transaction({"from": self.address, "gas": gas, "nonce": 0, **self._fee_fields()})
         except Exception as exc:  # noqa: BLE001
             raise_decoded(exc)

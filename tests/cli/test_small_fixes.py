@@ -271,3 +271,21 @@ def test_prior_environment_is_shown_by_name(dn):
     assert f"after a deployment to {prior}" in status.out and f"prior environment ({prior})" in status.out
     start = dn.as_("deployer", "deploy", "start", "--digest", digest, "--service", service, "--env", ENV, "--json")
     fails(start, 3, f"prior environment ({prior})")
+
+
+def test_a_vote_signed_after_the_head_is_relayed_with_gas_to_record_it(dn):
+    """The node estimates voteBySig on the latest block, where a vote signed after that block's time is
+    skipped as signed_in_future (cheap); mined a few seconds later it is recorded, which used to run out
+    of the estimated gas. Found by the browser wallet's relay flow."""
+    from shipledger.network.devnet import rpc_call
+
+    service = unique()
+    digest = dn.register(service)
+    dn.set_policy(service, threshold=1)
+    head_time = dn.block_time()
+    signed = dn.ledger("approver").sign_approval(digest, service, ENV, signed_at=head_time + 5)
+    rpc_call(dn.rpc_url, "evm_setNextBlockTimestamp", [head_time + 10])
+    receipt, skipped = dn.ledger("outsider").submit_approvals([signed])
+    assert skipped == []
+    assert dn.ledger().vote_of(digest, service, ENV, dn.address("approver")).decision == "approve"
+    assert dn.ledger().gate(digest, service, ENV).allowed
