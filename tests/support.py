@@ -183,8 +183,10 @@ class Devnet:
         return int(rpc_call(self.rpc_url, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
 
     def passed(self, proposal_id: int):
-        """A proposal approved by the globex steward and, if it waits for the delay, executed after it."""
-        proposal = self.ledger("steward", 1).approve_proposal(proposal_id)
+        """A proposal approved by the globex steward (and the next ones, up to the K organisations the
+        governance needs) and, if it waits for the delay, executed after it."""
+        for index in range(1, self.info["governance"]["organisations_needed"]):
+            proposal = self.ledger("steward", index).approve_proposal(proposal_id)
         if proposal.state == "scheduled":
             self.advance(max(proposal.executable_at - self.block_time(), 0) + 1)
             proposal = self.ledger("outsider").execute_proposal(proposal_id)

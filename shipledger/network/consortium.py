@@ -405,6 +405,8 @@ def public_nodes(state: dict) -> list[dict]:
 
 def network_status(directory: Path = DEFAULT_DIR) -> dict:
     """Per node: running, head (number, hash, age in seconds), peers, signers, syncing."""
+    from eth_utils import to_checksum_address
+
     state = running_network(directory)
     nodes = []
     for node in state["nodes"]:
@@ -418,7 +420,7 @@ def network_status(directory: Path = DEFAULT_DIR) -> dict:
                              head_age=max(0, int(time.time()) - int(block["timestamp"], 16)),
                              peers=peers(node["rpc_url"]) if clique else 0,
                              syncing=rpc_call(node["rpc_url"], "eth_syncing") is not False,
-                             signers=rpc_call(node["rpc_url"], "clique_getSigners") if clique else None)
+                             signers=[to_checksum_address(a) for a in rpc_call(node["rpc_url"], "clique_getSigners")] if clique else None)
             except ConnectionFailed as exc:
                 entry["error"] = str(exc)  # its process runs but it does not answer (yet)
         nodes.append(entry)
