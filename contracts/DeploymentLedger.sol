@@ -6,7 +6,7 @@ import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol"
 import {IDeploymentLedger} from "./interfaces/IDeploymentLedger.sol";
 import {IReleaseRegistry, GateReason} from "./interfaces/IReleaseRegistry.sol";
 import {History} from "./libraries/History.sol";
-import {Keys, Roles} from "./libraries/Keys.sol";
+import {Keys, OrgSet, Roles} from "./libraries/Keys.sol";
 
 /// @title DeploymentLedger
 /// @notice The gate, rollouts and incidents. See IDeploymentLedger.
@@ -344,7 +344,7 @@ contract DeploymentLedger is IDeploymentLedger {
         if (incident.resolvedBy & bit != 0) revert AlreadyResolvedBy(id, org);
         uint256 resolvedBy = incident.resolvedBy | bit;
         incident.resolvedBy = resolvedBy;
-        uint8 organisations = _popcount(resolvedBy);
+        uint8 organisations = OrgSet.count(resolvedBy);
         _history.record3(
             IncidentResolveApproved.selector,
             History.topic(id),
@@ -407,9 +407,5 @@ contract DeploymentLedger is IDeploymentLedger {
     function _existingIncident(uint256 id) private view returns (Incident storage incident) {
         incident = _incidents[id];
         if (incident.status == IncidentStatus.None) revert UnknownIncident(id);
-    }
-
-    function _popcount(uint256 x) private pure returns (uint8 count) {
-        for (; x != 0; x &= x - 1) ++count;
     }
 }

@@ -6,6 +6,7 @@ import {TimelockController} from "@openzeppelin/contracts/governance/TimelockCon
 import {IGovernance} from "./interfaces/IGovernance.sol";
 import {IReleaseRegistry} from "./interfaces/IReleaseRegistry.sol";
 import {History} from "./libraries/History.sol";
+import {OrgSet} from "./libraries/Keys.sol";
 
 /// @title Governance
 /// @notice K-of-N organisation approvals in front of OpenZeppelin's TimelockController. See IGovernance.
@@ -76,7 +77,7 @@ contract Governance is IGovernance, TimelockController {
         Proposal storage proposal = _existing(id);
         if (proposal.state != ProposalState.Scheduled) {
             if (proposal.state == ProposalState.Pending) {
-                revert NotEnoughOrganisations(id, _popcount(proposal.organisations), organisationsNeeded);
+                revert NotEnoughOrganisations(id, OrgSet.count(proposal.organisations), organisationsNeeded);
             }
             revert ProposalStateInvalid(id, proposal.state);
         }
@@ -113,7 +114,7 @@ contract Governance is IGovernance, TimelockController {
         uint256 bit = uint256(1) << org;
         if (proposal.organisations & bit != 0) revert AlreadyApproved(id, org);
         proposal.organisations |= bit;
-        uint8 approvals = _popcount(proposal.organisations);
+        uint8 approvals = OrgSet.count(proposal.organisations);
         uint8 needed = organisationsNeeded;
         _history.record4(
             ProposalApproved.selector,
@@ -235,9 +236,5 @@ contract Governance is IGovernance, TimelockController {
     function _stewardOrg(address account) private view returns (uint8 org) {
         org = IReleaseRegistry(registry).stewardOrganisation(account);
         if (org == 0) revert NotSteward(account);
-    }
-
-    function _popcount(uint256 x) private pure returns (uint8 count) {
-        for (; x != 0; x &= x - 1) ++count;
     }
 }

@@ -10,7 +10,7 @@ import {EnumerableSet} from "@openzeppelin/contracts/utils/structs/EnumerableSet
 
 import {IReleaseRegistry, GateReason, Decision, ArtifactKind, SkipReason} from "./interfaces/IReleaseRegistry.sol";
 import {History} from "./libraries/History.sol";
-import {Keys, Roles} from "./libraries/Keys.sol";
+import {Keys, OrgSet, Roles} from "./libraries/Keys.sol";
 
 /// @title ReleaseRegistry
 /// @notice Consortium membership, artifacts, attestations, approval policies and votes. See IReleaseRegistry.
@@ -828,7 +828,7 @@ contract ReleaseRegistry is IReleaseRegistry, AccessControl, EIP712 {
                 : GateReason.NotEnoughApprovals;
             return _deny(reason, tally.valid, policy.threshold);
         }
-        uint256 organisations = _popcount(tally.organisations);
+        uint256 organisations = OrgSet.count(tally.organisations);
         if (organisations < policy.minOrganisations) {
             return _deny(GateReason.NotEnoughOrganisations, organisations, policy.minOrganisations);
         }
@@ -874,9 +874,6 @@ contract ReleaseRegistry is IReleaseRegistry, AccessControl, EIP712 {
         return ReleaseCheck({reason: reason, detailA: detailA, detailB: detailB, priorEnvironment: 0, freezeSeverity: 0});
     }
 
-    function _popcount(uint256 x) private pure returns (uint256 count) {
-        for (; x != 0; x &= x - 1) ++count;
-    }
 
     // ================================================================== history
 

@@ -48,3 +48,15 @@ library Keys {
         return keccak256(abi.encode(artifactId_, target_));
     }
 }
+
+/// @notice Sets of organisations kept as bitmasks: bit `org` is set for each organisation (ids 1..255,
+/// so bit 0 is never set and a count fits a uint8).
+library OrgSet {
+    /// @dev How many organisations the set holds (one loop pass per set bit). Unchecked: at most 255
+    /// bits are set, and `set - 1` runs only while set != 0.
+    function count(uint256 set) internal pure returns (uint8 organisations) {
+        unchecked {
+            for (; set != 0; set &= set - 1) ++organisations;
+        }
+    }
+}

@@ -21,7 +21,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED = 0, 1, 2, 3
 # Top-level command -> (module of shipledger.cli that builds it, one line of help).
 COMMANDS = {
     "devnet": ("network", "the embedded development chain"),
-    "network": ("network", "a consortium chain on this machine: one validator per organisation"),
+    "network": ("network", "the consortium network on this machine: one validator per organisation (besu-config: Besu's files)"),
     "suite": ("consortium", "deploy the contracts"),
     "org": ("consortium", "organisations"),
     "member": ("consortium", "consortium members"),
@@ -125,6 +125,7 @@ class Parsers:
 
     def __init__(self, sub, common, only: str | None = None):
         self.sub, self.common, self.only = sub, common, only
+        self.groups: dict = {}
 
     def command(self, name, handler, help_text=None, parent=None):
         if isinstance(parent, _NotBuilt) or (parent is None and self.only not in (None, name)):
@@ -136,9 +137,13 @@ class Parsers:
         return p
 
     def group(self, name):
+        """The group's subcommands; the same ones however often asked, so two modules can add to a group."""
         if self.only not in (None, name):
             return _NotBuilt()
-        return self.sub.add_parser(name, help=COMMANDS[name][1]).add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+        if name not in self.groups:
+            self.groups[name] = self.sub.add_parser(name, help=COMMANDS[name][1]).add_subparsers(
+                dest=f"{name}_command", required=True, metavar="COMMAND")
+        return self.groups[name]
 
 
 class _NotBuilt:

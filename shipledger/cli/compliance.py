@@ -165,66 +165,24 @@ def _signed(f: dict) -> str:
     return f" signed at {f['signedAt']} (nonce {f['nonce']}, submitted by {f['submitter'][:10]})"
 
 
-def _history_filters(args) -> dict:
-    """Index.history(...) arguments from the history filters, all checked before any sync. A filter
-    that cannot match anything (an empty value, --since after --until) is a usage error, not an
-    empty answer that looks like "nothing happened"."""
-    from shipledger._internal.names import check_name
-    from shipledger.compliance.index import digest_hex, expand_kinds
+def _query(args):
+    """The history filters given on the command line (shared with `shipledger serve`)."""
+    from shipledger.compliance.filters import HistoryQuery
 
-    for kind, value in (("--service", args.service), ("--env", args.env)):
-        if value is not None:
-            check_name(kind, value)
-    org = args.org.strip() if args.org is not None else None
-    if org is not None and (not org or (org.isdigit() and not 1 <= int(org) <= 255)):
-        raise UsageError(f"--org {args.org!r} is not an organisation (a name, or an id from 1 to 255)")
-    since = _when("--since", args.since, False)
-    until = _when("--until", args.until, True)
-    _check_period(since, until, args.since, args.until)
-    return {
-        "service": args.service, "environment": args.env, "approver": args.approver, "org": org,
-        "digest": digest_hex(args.digest) if args.digest is not None else None,
-        "kinds": expand_kinds(args.kind) if args.kind is not None else None,
-        "since": since, "until": until,
-    }
-
-
-def _when(option: str, text: str | None, end: bool):
-    """parse_when with the option named in its error."""
-    from shipledger.compliance.index import parse_when
-
-    if text is None:
-        return None
-    try:
-        return parse_when(text, end=end)
-    except UsageError as exc:
-        raise UsageError(f"{option} {exc}") from None
-
-
-def _check_period(since, until, since_text, until_text) -> None:
-    """--since after --until selects nothing. Bounds of different kinds (a block and a time) cannot
-    be compared before the index is read and are left to it."""
-    if since is not None and until is not None and type(since) is type(until) and since > until:
-        raise UsageError(f"--since {since_text} is after --until {until_text}: the period is empty")
-
-
-def _check_org(index, org: str | None) -> None:
-    """An organisation the filter names must be one the index knows (names are checked by
-    Index.history itself): `--org 99` is a typo, not an organisation with no events."""
-    if org is None or not org.isdigit():
-        return
-    if index.db.execute("SELECT 1 FROM organisation_added WHERE org = ? LIMIT 1", (int(org),)).fetchone() is None:
-        known = [f"{r[0]} ({r[1]})" for r in index.db.execute("SELECT org, name FROM organisation_added ORDER BY org")]
-        raise UsageError(f"--org {org}: no organisation {org} in the index" + (f"; known: {', '.join(known)}" if known else ""))
+    return HistoryQuery(service=args.service, environment=args.env, digest=args.digest, approver=args.approver,
+                        org=args.org, kinds=tuple(args.kind) if args.kind is not None else None,
+                        since=args.since, until=args.until)
 
 
 def cmd_history(args) -> int:
     import datetime as dt
 
-    filters = _history_filters(args)
+    from shipledger.compliance.filters import check_org
+
+    filters = _query(args).filters()
     index = synced_index(args)
     try:
-        _check_org(index, filters["org"])
+        check_org(index, filters["org"])
         events = index.history(**filters)
     finally:
         index.close()
@@ -327,12 +285,15 @@ def cmd_audit(args) -> int:
 def cmd_export(args) -> int:
     from shipledger.compliance import export
 
-    filters = _history_filters(args)
+    from shipledger.compliance.filters import check_org
+
+    query = _query(args)
+    filters = query.filters()
     out = output_path(args.out)
     index = synced_index(args)
     try:
-        _check_org(index, filters["org"])
-        filter_text = _filter_text(args)
+        check_org(index, filters["org"])
+        filter_text = query.text()
         count = export.write_export(export.records(index, index.history(**filters), filter_text), out, args.format)
     finally:
         index.close()
@@ -340,19 +301,6 @@ def cmd_export(args) -> int:
     emit(args, {"out": str(out), "format": args.format, "records": count, "filter": filter_text, "complete": not filter_text},
          f"exported {count} records to {out} ({args.format}){complete}")
     return EXIT_OK
-
-
-def _filter_text(args) -> str:
-    """The history filters given, as the export's `filter` column says them ("" for none), e.g.
-    "service=pay kind=deployed" (no leading '-': a spreadsheet would take the cell for a formula)."""
-    parts = []
-    for option, value in (("service", args.service), ("env", args.env), ("digest", args.digest),
-                          ("approver", args.approver), ("org", args.org), ("since", args.since),
-                          ("until", args.until)):
-        if value is not None:
-            parts.append(f"{option}={value}")
-    parts += [f"kind={kind}" for kind in args.kind or ()]
-    return " ".join(parts)
 
 
 def cmd_verify_export(args) -> int:
@@ -400,17 +348,6 @@ def cmd_verify_export(args) -> int:
     return EXIT_OK if result.ok else EXIT_DENIED
 
 
-def _report_time(text: str | None, end: bool, option: str) -> int | None:
-    import datetime as dt
-
-    if text is None:
-        return None
-    when = _when(option, text, end)
-    if not isinstance(when, dt.datetime):
-        raise UsageError(f"{option} {text!r}: the report takes a date (YYYY-MM-DD) or an ISO datetime, not a block number")
-    return int(when.timestamp())
-
-
 def cmd_report(args) -> int:
     from shipledger._internal.names import check_name
     from shipledger.compliance import dora
@@ -420,8 +357,11 @@ def cmd_report(args) -> int:
     for kind, value in (("--service", args.service), ("--env", args.env)):
         if value is not None:
             check_name(kind, value)
-    since, until = _report_time(args.since, False, "--since"), _report_time(args.until, True, "--until")
-    _check_period(since, until, args.since, args.until)
+    from shipledger.compliance.filters import check_period, report_time
+
+    since, until = report_time("--since", args.since, end=False), report_time("--until", args.until, end=True)
+
+    check_period(since, until, args.since, args.until)
     out = output_path(args.out) if args.out else None
     prod_envs = tuple(e.strip() for value in (args.prod_env or ["prod,production"]) for e in value.split(",") if e.strip())
     if not prod_envs:

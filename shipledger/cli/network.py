@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import time
-
 from pathlib import Path
 
 from shipledger.cli import EXIT_OK, emit, say
@@ -152,3 +151,5 @@ def add_commands(parsers) -> None:
         p.add_argument("--dir", **folder)
     p = parsers.command("down", cmd_network_down, "stop every node and remove the network's folder and address book", network)
     p.add_argument("--dir", **folder)
+    from shipledger.cli.besu import add_commands as add_besu_config  # `network besu-config`, its own module
+    add_besu_config(parsers)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from shipledger.cli.shared import book_path, rpc_url
 from shipledger.errors import UsageError
@@ -61,15 +62,59 @@ def cmd_serve(args) -> int:
     config = Config(rpc_url=rpc_url(args, book), book=book, db=args.db or DEFAULT_DB, max_lag=args.max_lag,
                     max_block_age=args.max_block_age, relayer_key=key, relay_rate=args.relay_rate)
     State(config).close()  # connect and bind the index now, so a wrong book or node is exit 1 before listening
+    integrations = hooks(args, Path(config.db))
     import uvicorn
 
     from shipledger.server.api import create_app
 
     print(f"shipledger: serving http://{host}:{port}/ (API at /v1, OpenAPI at /v1/openapi.json)"
           + ("; relay on" if key else "; relay off"), file=sys.stderr)
-    uvicorn.run(create_app(lambda: State(config)), host=host, port=port, log_config=_log_config(args.json_logs),
+    uvicorn.run(create_app(lambda: State(config), integrations), host=host, port=port, log_config=_log_config(args.json_logs),
                 access_log=args.access_log, server_header=False, timeout_graceful_shutdown=5)
     return 0
+
+
+def read_secret(env_var: str | None, file: str | None, what: str) -> str | None:
+    """A secret from an environment variable or a file (never from argv); None when neither is given."""
+    if env_var and file:
+        raise UsageError(f"give the {what} by environment variable or by file, not both")
+    if env_var:
+        value = os.environ.get(env_var, "").strip()
+        if not value:
+            raise UsageError(f"the environment variable {env_var} holds no {what}")
+        return value
+    if file:
+        try:
+            value = Path(file).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read the {what} file {file}: {exc.strerror}") from None
+        if not value:
+            raise UsageError(f"the {what} file {file} is empty")
+        return value
+    return None
+
+
+def hooks(args, db: Path) -> list:
+    """The CD/CI integrations' routes: Flagger always, the GitHub app with --github-app-id."""
+    from shipledger.server import flagger
+
+    deployer_key = read_secret(args.deployer_key_env, args.deployer_key_file, "deployer key")
+    if deployer_key is not None:
+        from eth_account import Account
+
+        try:
+            Account.from_key(deployer_key)
+        except (ValueError, TypeError):
+            raise UsageError("the deployer key is not a valid private key") from None
+    store = db.with_name(db.stem + "-hooks.sqlite")
+    added = [lambda app, st: flagger.add_routes(app, st, deployer_key, store)]
+    if args.github_app_id is not None:
+        from shipledger.server import github
+
+        app_config = github.config_from(args, read_secret(args.github_webhook_secret_env, args.github_webhook_secret_file,
+                                                          "GitHub webhook secret"), store)
+        added.append(lambda app, st: github.add_routes(app, st, app_config))
+    return added
 
 
 def add_commands(parsers) -> None:
@@ -86,3 +131,15 @@ def add_commands(parsers) -> None:
                         "(default 0: off, for a devnet that mines only on demand; set it on a chain with a block time)")
     p.add_argument("--relay-rate", type=float, default=1.0, metavar="PER_SECOND",
                    help="relay requests per second per client, bursts of 10 (default 1)")
+    p.add_argument("--deployer-key-env", default=None, metavar="VAR",
+                   help="environment variable holding a DEPLOYER's key, for Flagger's pre-/post-rollout hooks (never an approver's)")
+    p.add_argument("--deployer-key-file", default=None, metavar="FILE", help="the same key read from a file")
+    p.add_argument("--github-app-id", default=None, metavar="ID",
+                   help="run the GitHub deployment protection rule app (POST /github/webhook) as this App")
+    p.add_argument("--github-app-key", default=None, metavar="FILE", help="the App's private key (PEM) file")
+    p.add_argument("--github-webhook-secret-env", default=None, metavar="VAR", help="environment variable holding the webhook secret")
+    p.add_argument("--github-webhook-secret-file", default=None, metavar="FILE", help="the webhook secret read from a file")
+    p.add_argument("--github-map", default=None, metavar="FILE",
+                   help="YAML/JSON mapping GitHub environments to shipledger environments and repositories to services")
+    p.add_argument("--github-api-url", default="https://api.github.com", metavar="URL",
+                   help="GitHub's REST API (default https://api.github.com; GHES: https://HOST/api/v3)")

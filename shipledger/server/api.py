@@ -14,7 +14,6 @@ import asyncio
 import json
 import time
 from contextlib import asynccontextmanager
-from types import SimpleNamespace
 from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request
@@ -26,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipledger.errors import ConnectionFailed, Denied, InvalidInput, ShipledgerError, UsageError
 from shipledger.server import votes
+from shipledger.server.gatekeeper import digest_of
 from shipledger.server.state import State
 
 HISTORY_PAGE = 100  # events per page unless ?limit says otherwise
@@ -203,8 +203,9 @@ class Guard:
         return sending
 
 
-def create_app(state_factory) -> FastAPI:
-    """The application; state_factory() builds the State at start-up (it connects to the node)."""
+def create_app(state_factory, integrations=()) -> FastAPI:
+    """The application; state_factory() builds the State at start-up (it connects to the node).
+    integrations: add(app, st) callables that put the CD/CI hooks' routes on it (Flagger, GitHub)."""
 
     @asynccontextmanager
     async def lifespan(app):
@@ -228,12 +229,14 @@ def create_app(state_factory) -> FastAPI:
     # ------------------------------------------------------------------ the gate (the hot path)
 
     @app.get("/v1/gate", response_model=GateDecision, tags=["gate"])
-    async def gate(request: Request, digest: str = Query(pattern=DIGEST_PATTERN), service: str = Query(), environment: str = Query()):
-        """May `digest` go to `environment` of `service` now? 200 with the contract's decision; 503 when it
-        cannot be decided (node unreachable, chain stalled): fail closed, never allowed."""
+    async def gate(request: Request, service: str = Query(), environment: str = Query(),
+                   digest: str | None = Query(None, pattern=DIGEST_PATTERN),
+                   image: str | None = Query(None, description="REGISTRY/REPO@sha256:<digest> instead of digest (Argo's fieldRef to the image)")):
+        """May `digest` (or `image`'s digest) go to `environment` of `service` now? 200 with the contract's
+        decision; 503 when it cannot be decided (node unreachable, chain stalled): fail closed, never allowed."""
         state = st(request)
         try:
-            target = votes.gate_target(digest, service, environment)
+            target = votes.gate_target(digest_of(digest, image), service, environment)
             block = state.known_head()
             answer = state.gates.cached(block, *target) or await run_in_threadpool(state.gates.ask, block, *target)
         except UsageError:
@@ -268,7 +271,7 @@ def create_app(state_factory) -> FastAPI:
         """`shipledger history` with the same filters, a page at a time (cursor: the last event's block:log)."""
         state = st(request)
         index = state.reader_db()
-        events = filtered_history(index, service, environment, digest, approver, org, kind, since, until)
+        events = filtered_history(index, history_query(service, environment, digest, approver, org, kind, since, until))
         after = parse_cursor(cursor)
         if after is not None:
             import bisect
@@ -293,14 +296,11 @@ def create_app(state_factory) -> FastAPI:
         """The filtered history as `shipledger export` writes it (CSV or JSON Lines), streamed."""
         from shipledger.compliance import export as exporting
 
-        from shipledger.cli.compliance import _filter_text
-
         index = st(request).reader_db()
-        events = filtered_history(index, service, environment, digest, approver, org, kind, since, until)
+        query = history_query(service, environment, digest, approver, org, kind, since, until)
+        events = filtered_history(index, query)
         # The same `filter` column as the CLI's: a filtered file must not pass for a complete one.
-        named = SimpleNamespace(service=service, env=environment, digest=digest, approver=approver, org=org, kind=kind,
-                                since=since, until=until)
-        lines = exporting.export_lines(exporting.records(index, events, _filter_text(named)), format)
+        lines = exporting.export_lines(exporting.records(index, events, query.text()), format)
         media = "text/csv" if format == "csv" else "application/x-ndjson"
         name = f"shipledger-history.{format}"
         return StreamingResponse((line.encode() for line in lines), media_type=media,
@@ -415,6 +415,8 @@ def create_app(state_factory) -> FastAPI:
     from shipledger.server import web
 
     web.add_pages(app, st)
+    for add in integrations:
+        add(app, st)
     return app
 
 
@@ -433,15 +435,22 @@ SIGNED_VOTE_SCHEMA = {
 
 # ---------------------------------------------------------------------- the shared reads (API and pages)
 
-def filtered_history(index, service, environment, digest, approver, org, kind, since, until) -> list:
-    """Index.history with `shipledger history`'s own filter checks (cli/compliance._history_filters)."""
+def history_query(service, environment, digest, approver, org, kind, since, until):
+    """The query parameters as `shipledger history`'s filters (compliance/filters.py)."""
     from shipledger._internal.names import parse_address
-    from shipledger.cli.compliance import _check_org, _history_filters
+    from shipledger.compliance.filters import HistoryQuery
 
-    args = SimpleNamespace(service=service, env=environment, digest=digest, org=org, kind=kind or None, since=since,
-                           until=until, approver=parse_address(approver, "approver") if approver else None)
-    filters = _history_filters(args)
-    _check_org(index, filters["org"])
+    return HistoryQuery(service=service, environment=environment, digest=digest, org=org,
+                        kinds=tuple(kind) if kind else None, since=since, until=until,
+                        approver=parse_address(approver, "approver") if approver else None)
+
+
+def filtered_history(index, query) -> list:
+    """Index.history with `shipledger history`'s own filter checks."""
+    from shipledger.compliance.filters import check_org
+
+    filters = query.filters()
+    check_org(index, filters["org"])
     return index.history(**filters)
 
 
@@ -510,14 +519,14 @@ def status_of_target(state: State, service: str, environment: str) -> dict:
 
 def dora_of(state: State, service, environment, since, until, prod_env) -> dict:
     from shipledger._internal.names import check_name
-    from shipledger.cli.compliance import _check_period, _report_time
     from shipledger.compliance import dora
+    from shipledger.compliance.filters import check_period, report_time
 
     for kind, value in (("service", service), ("environment", environment)):
         if value is not None:
             check_name(kind, value)
-    start, end = _report_time(since, False, "since"), _report_time(until, True, "until")
-    _check_period(start, end, since, until)
+    start, end = report_time("since", since, end=False), report_time("until", until, end=True)
+    check_period(start, end, since, until)
     envs = tuple(e.strip() for value in (prod_env or ["prod,production"]) for e in value.split(",") if e.strip())
     if not envs:
         raise UsageError("prod_env names no environment")

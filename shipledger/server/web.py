@@ -177,8 +177,9 @@ def add_pages(app, st) -> None:
         if kinds and len(kinds) == 1 and "," in kinds[0]:
             kinds = [k.strip() for k in kinds[0].split(",") if k.strip()]
         try:
-            answer = api.filtered_history(st(request).reader_db(), values["service"], values["environment"], values["digest"],
-                                          values["approver"], values["org"], kinds, values["since"], values["until"])
+            answer = api.filtered_history(st(request).reader_db(), api.history_query(
+                values["service"], values["environment"], values["digest"], values["approver"], values["org"], kinds,
+                values["since"], values["until"]))
             after = api.parse_cursor(q.get("cursor") or None)
         except ShipledgerError as exc:
             return HTMLResponse(layout(st(request), "History", form + f'<p class="error">{e(exc)}</p>', "History"),

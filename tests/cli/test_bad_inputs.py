@@ -55,6 +55,10 @@ CASES = [
     (["devnet", "up", "--port", "abc"], KEYLESS, 2, "abc"),
     (["devnet", "up", "--port", "0"], KEYLESS, 2, "port"),
     (["devnet", "up", "--port", "70000"], KEYLESS, 2, "port"),
+    (["network", "besu-config", "--out", "{root}"], KEYLESS, 2, "not empty"),
+    (["network", "besu-config", "--out", "{binary}"], KEYLESS, 2, "is a file"),
+    (["network", "besu-config", "--out", "{nodir}"], KEYLESS, 2, "does not exist"),
+    (["network", "besu-config", "--out", "{fresh}", "--validators", "two"], KEYLESS, 2, "two"),
     # ------------------------------------------------------------------ suite, org, member, role, policy
     (["suite", "deploy", "--out", "{dir}", "--bootstrap", "{bootstrap}"], "admin", 2, "{dir}"),
     (["suite", "deploy", "--out", "{fresh}", "--bootstrap", "{bootstrap}"], KEYLESS, 2, "key"),
@@ -329,6 +333,8 @@ NOBODY_CASES = [
     (["export", "--format", "jsonl", "--out", "{locked}/export.jsonl"], KEYLESS, 2, "{locked}/export.jsonl"),
     (["report", "--out", "{locked}/report.html"], KEYLESS, 2, "{locked}/report.html"),
     (["verify-export", "{secret}"], KEYLESS, 2, "{secret}"),
+    (["network", "besu-config", "--out", "{locked}/net"], KEYLESS, 2, "{locked}"),
+    (["network", "besu-config", "--out", "{secret_dir}/net"], KEYLESS, 2, "{secret_dir}/net"),
 ]
 
 

@@ -926,9 +926,14 @@ def test_ledger_survives_cli_using_the_same_key(dn):
 
 
 def test_history_table_summarises_every_event_kind(dn):
-    """Last in the file. The rollout and incident kinds are made here, so that the check does not
-    depend on which other test modules shared this devnet."""
+    """Last in the file. Every kind is made here, so that the check does not depend on which other
+    tests shared this devnet."""
     service = unique()
+    vetoed = dn.register(service, "0.9.0")
+    dn.set_policy(service)
+    approver = dn.ledger("approver", 2)
+    approver.reject(vetoed, service, ENV, "not this one")
+    approver.withdraw(vetoed, service, ENV)
     dn.deployed(service, "1.0.0")
     second = dn.deployed(service, "1.1.0")
     deployer, responder = dn.ledger("deployer"), dn.ledger("responder")

@@ -11,6 +11,8 @@ from eth_abi import encode
 from eth_account import Account
 from web3 import Web3
 
+from shipledger.client import SKIP_REASONS
+
 ZERO32 = b"\x00" * 32
 ZERO_ADDRESS = "0x" + "00" * 20
 GOVERNANCE_DELAY = 60  # seconds, as tests/conftest.py deploys the suite
@@ -23,77 +25,13 @@ ORG = {"approver1": 1, "approver2": 2, "approver3": 3, "approver4": 1, "registra
        "responder": 2, "steward1": 1, "steward2": 2, "steward3": 3}
 
 
-class Decision(IntEnum):
-    NONE = 0
-    APPROVE = 1
-    REJECT = 2
+# The contracts' enums, as the SDK declares them (tests/contracts/test_enums.py checks each against the
+# Solidity declaration), under the short names the contract tests use.
+from shipledger._internal.gatecall import GateReason as Gate  # noqa: E402
+from shipledger.models import ArtifactKind as Kind, Decision, IncidentStatus as Incident, ProposalState as Proposal  # noqa: E402
+from shipledger.models import DeploymentStatus as Status, Verdict  # noqa: E402
 
-
-class Kind(IntEnum):
-    BUILD = 0
-    IMAGE = 1
-    CONFIG = 2
-    INFRASTRUCTURE = 3
-
-
-class Gate(IntEnum):
-    """GateReason, numbered as in IReleaseRegistry.sol."""
-
-    ALLOWED = 0
-    UNKNOWN_ARTIFACT = 1
-    ARTIFACT_REVOKED = 2
-    NO_POLICY = 3
-    REJECTED_BY = 4
-    WAITING_PERIOD = 5
-    NOT_ENOUGH_APPROVALS = 6
-    APPROVALS_EXPIRED = 7
-    NOT_ENOUGH_ORGANISATIONS = 8
-    MISSING_PRIOR_ENVIRONMENT = 9
-    FROZEN_BY_INCIDENT = 10
-    ROLLOUT_IN_PROGRESS = 11
-    MISSING_ATTESTATION = 12
-
-
-class Skip(IntEnum):
-    NONE = 0
-    BAD_SIGNATURE = 1
-    NOT_APPROVER = 2
-    NONCE_USED = 3
-    EXPIRED = 4
-    STALE = 5
-    SIGNED_IN_FUTURE = 6
-    REFUSED = 7
-
-
-class Status(IntEnum):
-    NONE = 0
-    IN_PROGRESS = 1
-    COMPLETED = 2
-    FAILED = 3
-    ROLLED_BACK = 4
-
-
-class Verdict(IntEnum):
-    NONE = 0
-    PASS = 1
-    MARGINAL = 2
-    FAIL = 3
-
-
-class Incident(IntEnum):
-    NONE = 0
-    OPEN = 1
-    ACKNOWLEDGED = 2
-    MITIGATED = 3
-    RESOLVED = 4
-
-
-class Proposal(IntEnum):
-    NONE = 0
-    PENDING = 1
-    SCHEDULED = 2
-    EXECUTED = 3
-    CANCELLED = 4
+Skip = IntEnum("Skip", [(name.upper(), number) for number, name in enumerate(SKIP_REASONS)])
 
 
 # ---------------------------------------------------------------------------------------- keys
