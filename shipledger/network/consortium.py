@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipledger.errors import ConnectionFailed, ShipledgerError
+from shipledger.errors import ConnectionFailed, PathError
 from shipledger.network.devnet import (
     PROJECT_ROOT, Anvil, DevnetError, _alive, dev_accounts, dev_bootstrap, dev_private_keys, dev_roles, free_port,
     listens_on, port_is_free, rpc_call, wait_for_rpc,
@@ -251,6 +251,8 @@ def peers(url: str) -> int:
 # ---------------------------------------------------------------------- state
 
 def _read_state(directory: Path) -> dict | None:
+    if directory.exists() and not directory.is_dir():
+        raise PathError(f"--dir {directory} is a file: it takes the network's folder")
     path = directory / "network.json"
     try:
         state = json.loads(path.read_text())
