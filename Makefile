@@ -4,6 +4,7 @@
 #   make setup      .venv (requirements-dev.lock + the package, editable) and node_modules (npm ci)
 #   make build      compile contracts/*.sol into shipledger/artifacts/*.json
 #   make test       the test suite (installs the Debian packages its end-to-end tests drive)
+#   make engine     the consortium engine (geth v1.13.15, Clique) built once from tools/geth into .cache
 #   make gas        gas report (scripts/gas.py)
 #   make invariants the long forge invariant campaign (test/forge; `make test` runs a short one)
 #   make lint       Slither over contracts/ with the build settings; fails on untriaged findings
@@ -19,7 +20,7 @@ VENV := .venv
 APE_VENV := .venv-ape
 NPM_STAMP := node_modules/.shipledger-npm-ci
 
-.PHONY: setup system-deps build test gas invariants lint demo ape-setup clean distclean
+.PHONY: setup system-deps engine build test gas invariants lint demo ape-setup clean distclean
 
 setup: $(VENV)/.installed $(NPM_STAMP)
 
@@ -57,7 +58,20 @@ system-deps:
 build: setup
 	$(VENV)/bin/python scripts/build.py
 
-test: setup system-deps
+# The consortium engine: go-ethereum's cmd/geth at the version tools/geth/go.mod pins (go.sum pins the
+# rest), built once into a git-ignored cache; the path carries the version, so a pin change rebuilds.
+# -checklinkname=0 because fjl/memsize links runtime internals that Go 1.23+ refuses otherwise.
+ENGINE_VERSION := v1.13.15
+ENGINE := .cache/engine/geth-$(ENGINE_VERSION)/geth
+engine:
+	@if [[ ! -x $(ENGINE) ]]; then \
+		echo "building the consortium engine (geth $(ENGINE_VERSION)); a cold build takes ~5 min on 2 cores" >&2; \
+		mkdir -p $(dir $(ENGINE)) && cd tools/geth && CGO_ENABLED=1 go build -trimpath -ldflags=-checklinkname=0 \
+			-o ../../$(ENGINE).tmp github.com/ethereum/go-ethereum/cmd/geth && mv ../../$(ENGINE).tmp ../../$(ENGINE); \
+	fi
+	@echo $(abspath $(ENGINE))
+
+test: setup system-deps engine
 	$(VENV)/bin/pytest
 
 gas: setup

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,8 +183,10 @@ class Devnet:
         return int(rpc_call(self.rpc_url, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
 
     def passed(self, proposal_id: int):
-        """A proposal approved by the globex steward and, if it waits for the delay, executed after it."""
-        proposal = self.ledger("steward", 1).approve_proposal(proposal_id)
+        """A proposal approved by the globex steward (and the next ones, up to the K organisations the
+        governance needs) and, if it waits for the delay, executed after it."""
+        for index in range(1, self.info["governance"]["organisations_needed"]):
+            proposal = self.ledger("steward", index).approve_proposal(proposal_id)
         if proposal.state == "scheduled":
             self.advance(max(proposal.executable_at - self.block_time(), 0) + 1)
             proposal = self.ledger("outsider").execute_proposal(proposal_id)
@@ -234,6 +237,49 @@ def _stop_devnet(workdir: Path) -> None:
         except OSError:
             return
         os.kill(pid, 9)
+
+
+@dataclass
+class Consortium(Devnet):
+    """A running `shipledger network up` (tests/network/test_consortium.py): Devnet's helpers on a
+    chain with a real clock. Commands reach it through SHIPLEDGER_RPC_URL (`endpoint`, node 1 unless
+    changed) and SHIPLEDGER_DEPLOYMENT, as a pipeline would."""
+
+    network_dir: Path = None
+    endpoint: str = None
+
+    def __post_init__(self):
+        self.endpoint = self.endpoint or self.info["nodes"][0]["rpc_url"]
+
+    @property
+    def rpc_url(self) -> str:
+        return self.endpoint
+
+    @property
+    def book(self) -> Path:
+        return Path(self.info["deployment"])
+
+    def run(self, *args, key: str | None = None, cwd: Path | None = None, env: dict | None = None) -> Result:
+        env = {"SHIPLEDGER_RPC_URL": self.endpoint, "SHIPLEDGER_DEPLOYMENT": str(self.book), **(env or {})}
+        return super().run(*args, key=key, cwd=cwd, env=env)
+
+    def network(self, *args) -> Result:
+        """`shipledger network ARGS --dir <this network's folder>`."""
+        return run(["network", *args, "--dir", self.network_dir], cwd=self.workdir, timeout=180)
+
+    def advance(self, seconds: int) -> None:
+        """No clock to move on a real chain: wait until a block `seconds` newer than the head is sealed."""
+        target = self.block_time() + seconds
+        deadline = time.monotonic() + seconds + 60
+        while self.block_time() < target:
+            assert time.monotonic() < deadline, f"no block {seconds}s newer than the head within {seconds + 60}s"
+            time.sleep(0.25)
+
+    def head(self, url: str | None = None) -> int:
+        return int(rpc_call(url or self.endpoint, "eth_blockNumber"), 16)
+
+    def block_hash(self, number: int, url: str | None = None) -> str:
+        return rpc_call(url or self.endpoint, "eth_getBlockByNumber", [hex(number), False])["hash"]
 
 
 @pytest.fixture(scope="module")

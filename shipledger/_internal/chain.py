@@ -17,6 +17,7 @@ except ImportError:  # not POSIX: no cross-process lock, the send retry alone ke
 import requests
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.middleware import ExtraDataToPOAMiddleware
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound
 
 from shipledger._internal.revert import decode_revert
@@ -41,8 +42,13 @@ def connect(rpc_url: str, timeout: float | None = None) -> Web3:
     """A web3 connection. With a timeout, no request waits longer and none is retried (web3 retries
     reads up to 5 times, which would make a hung node cost five timeouts)."""
     if timeout is None:
-        return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT}))
-    return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None))
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT}))
+    else:
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None))
+    # Proof-of-authority headers (Clique, QBFT) carry more than 32 bytes of extraData, which web3's
+    # block validation refuses (ExtraDataLengthError); the middleware moves it aside, and is a no-op elsewhere.
+    w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+    return w3
 
 
 def raise_decoded(exc: Exception):

@@ -21,7 +21,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED = 0, 1, 2, 3
 # Top-level command -> (module of shipledger.cli that builds it, one line of help).
 COMMANDS = {
     "devnet": ("network", "the embedded development chain"),
-    "network": ("network", "the consortium network: one QBFT validator per organisation (besu-config: Besu's files)"),
+    "network": ("network", "the consortium network on this machine: one validator per organisation (besu-config: Besu's files)"),
     "suite": ("consortium", "deploy the contracts"),
     "org": ("consortium", "organisations"),
     "member": ("consortium", "consortium members"),

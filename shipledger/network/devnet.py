@@ -108,15 +108,16 @@ def rpc_call(url: str, method: str, params: list | None = None, timeout: float =
     return result
 
 
-def wait_for_rpc(url: str, timeout: float = 20.0, process: subprocess.Popen | None = None) -> int:
-    """Wait until the node answers eth_chainId; return the chain id."""
+def wait_for_rpc(url: str, timeout: float = 20.0, process: subprocess.Popen | None = None, name: str = "anvil") -> int:
+    """Wait until the node answers eth_chainId; return the chain id. process (named `name` in the
+    error): the node's process, whose exit ends the wait."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return int(rpc_call(url, "eth_chainId", timeout=1.0), 16)
         except ConnectionFailed:
             if process is not None and process.poll() is not None:
-                raise DevnetError(f"anvil exited with code {process.returncode} before answering on {url}") from None
+                raise DevnetError(f"{name} exited with code {process.returncode} before answering on {url}") from None
             if time.monotonic() > deadline:
                 raise DevnetError(f"no JSON-RPC answer from {url} within {timeout:.0f}s") from None
             time.sleep(0.05)
@@ -198,38 +199,66 @@ def dev_private_keys(count: int = 10) -> list[str]:
 
 STATE_DIR = Path(".shipledger") / "devnet"
 DEFAULT_BOOK = Path("deployments") / "devnet.json"
-DEV_ROLES = {  # dev account index -> (part, organisation or None, roles held everywhere)
-    0: ("admin", None, ()),  # deploys the suite and keeps no role
-    1: ("registrar", "acme", ("REGISTRAR", "ATTESTOR")),
-    2: ("deployer", "acme", ("DEPLOYER",)),
-    3: ("responder", "globex", ("RESPONDER",)),
-    4: ("approver", "acme", ()),
-    5: ("approver", "globex", ()),
-    6: ("approver", "initech", ()),
-    7: ("outsider", None, ()),
-    8: ("steward", "acme", ()),
-    9: ("steward", "globex", ()),
-    10: ("steward", "initech", ()),
-}
 DEV_ORGANISATIONS = ("acme", "globex", "initech")
-DEV_ORGANISATIONS_NEEDED = 2  # K: two of the three organisations
+
+
+def dev_roles(organisations) -> dict:
+    """Dev account index -> (part, organisation or None, roles held everywhere) for a consortium of
+    `organisations`: an admin who deploys the suite and keeps no role, a registrar (REGISTRAR and
+    ATTESTOR) and a deployer in the first organisation, a responder in the second (the first if
+    alone), one approver per organisation, an outsider, one steward per organisation."""
+    first, second = organisations[0], organisations[1 % len(organisations)]
+    roles = {0: ("admin", None, ()), 1: ("registrar", first, ("REGISTRAR", "ATTESTOR")), 2: ("deployer", first, ("DEPLOYER",)),
+             3: ("responder", second, ("RESPONDER",))}
+    n = len(organisations)
+    roles.update({4 + i: ("approver", org, ()) for i, org in enumerate(organisations)})
+    roles[4 + n] = ("outsider", None, ())
+    roles.update({5 + n + i: ("steward", org, ()) for i, org in enumerate(organisations)})
+    return roles
+
+
+def majority(count: int) -> int:
+    """K for `count` organisations: more than half of them."""
+    return count // 2 + 1
+
+
+DEV_ROLES = dev_roles(DEV_ORGANISATIONS)  # 0 admin, 1 registrar, 2 deployer, 3 responder, 4-6 approvers, 7 outsider, 8-10 stewards
+DEV_ORGANISATIONS_NEEDED = majority(len(DEV_ORGANISATIONS))  # K: two of the three organisations
 DEV_GOVERNANCE_DELAY = 60  # seconds a weakening change waits on the devnet (production default: 48 h)
 
 
-def dev_bootstrap(addresses: list[str], delay: int = DEV_GOVERNANCE_DELAY, policies=(), roles=()) -> Bootstrap:
-    """The demo consortium of DEV_ROLES, for dev account addresses (index as in DEV_ROLES). `devnet up`,
-    the tests and `make gas` all start from it. policies: (service, env, policy kwargs) to start with;
-    roles: extra (role, scope, address) grants to members (both set at deployment, not by governance)."""
-    stewards = {org: addresses[i] for i, (part, org, _) in DEV_ROLES.items() if part == "steward"}
+def dev_bootstrap(addresses: list[str], delay: int = DEV_GOVERNANCE_DELAY, policies=(), roles=(),
+                  organisations=DEV_ORGANISATIONS) -> Bootstrap:
+    """The demo consortium of dev_roles(organisations), for dev account addresses (index as there),
+    K a majority of the organisations. `devnet up`, `network up`, the tests and `make gas` all start
+    from it. policies: (service, env, policy kwargs) to start with; roles: extra (role, scope, address)
+    grants to members (both set at deployment, not by governance)."""
+    table = dev_roles(organisations)
+    stewards = {org: addresses[i] for i, (part, org, _) in table.items() if part == "steward"}
     return Bootstrap(
-        organisations=tuple((org, stewards[org]) for org in DEV_ORGANISATIONS),
-        members=tuple((addresses[i], org, part == "approver") for i, (part, org, _) in DEV_ROLES.items()
+        organisations=tuple((org, stewards[org]) for org in organisations),
+        members=tuple((addresses[i], org, part == "approver") for i, (part, org, _) in table.items()
                       if org and part != "steward"),
-        roles=tuple((role, "", addresses[i]) for i, (_, _, held) in DEV_ROLES.items() for role in held) + tuple(roles),
+        roles=tuple((role, "", addresses[i]) for i, (_, _, held) in table.items() for role in held) + tuple(roles),
         policies=tuple(policies),
-        organisations_needed=DEV_ORGANISATIONS_NEEDED,
+        organisations_needed=majority(len(organisations)),
         delay=delay,
     )
+
+
+def dev_accounts(keys: list[str], organisations=DEV_ORGANISATIONS) -> dict:
+    """What `devnet up` and `network up` print of the dev accounts: one entry per part, and lists of
+    approvers and stewards in the organisations' order. keys: dev_private_keys(len(dev_roles(...)))."""
+    from eth_account import Account
+
+    summary: dict = {"approvers": [], "stewards": []}
+    for index, (part, org, _) in dev_roles(organisations).items():
+        entry = {"address": Account.from_key(keys[index]).address, "private_key": keys[index], "org": org}
+        if part in ("approver", "steward"):
+            summary[part + "s"].append(entry)
+        else:
+            summary[part] = entry
+    return summary
 
 
 def _alive(pid: int) -> bool:
@@ -304,13 +333,7 @@ def devnet_up(
         accounts = [Account.from_key(k) for k in keys]
         bootstrap = dev_bootstrap([a.address for a in accounts], governance_delay, policies, roles)
         admin = Ledger.deploy_suite(node.url, accounts[0], bootstrap, out=book_path)
-        summary: dict = {"approvers": [], "stewards": []}
-        for index, (part, org, roles) in DEV_ROLES.items():
-            entry = {"address": accounts[index].address, "private_key": keys[index], "org": org}
-            if part in ("approver", "steward"):
-                summary[part + "s"].append(entry)  # in DEV_ORGANISATIONS order, one per organisation
-            else:
-                summary[part] = entry
+        summary = dev_accounts(keys)
     except BaseException:
         node.stop()
         raise
