@@ -73,6 +73,10 @@ def artifact_input(version: str) -> tuple:
 
 # ============================================================================ the model, one class per concern
 
+# The deployment state machine: Failed and RolledBack are terminal, a Completed one can only be rolled back.
+NEXT_STATUS = {(Status.IN_PROGRESS, Status.COMPLETED), (Status.IN_PROGRESS, Status.FAILED),
+               (Status.IN_PROGRESS, Status.ROLLED_BACK), (Status.COMPLETED, Status.ROLLED_BACK)}
+
 
 @dataclass
 class Policy:
@@ -415,6 +419,7 @@ class SuiteMachine(RuleBasedStateMachine):
         self.model.attested = set(PRE_ATTESTED)
         self.pocket: list[tuple] = []  # signed votes handed out, not yet submitted
         self.last_percent: dict[int, int] = {}
+        self.last_status: dict[int, int] = {}
         self.last_counts = (0, 0, 0)
 
     def teardown(self):
@@ -454,6 +459,7 @@ class SuiteMachine(RuleBasedStateMachine):
 
     # ---------------------------------------------------------------- artifacts
 
+    @precondition(lambda self: len(self.model.artifacts) < len(VERSIONS))  # a no-op once all are registered
     @rule(version=st.sampled_from(VERSIONS))
     def register(self, version):
         # register: the identical whole record again is a no-op; a first one records registeredAt
@@ -465,6 +471,7 @@ class SuiteMachine(RuleBasedStateMachine):
         else:
             assert self.events(receipt, self.suite.registry, "ArtifactRegistered") == []
 
+    @precondition(lambda self: self.model.deployments)  # revocation mostly matters once something shipped
     @rule(version=st.sampled_from(VERSIONS))
     def revoke(self, version):
         # revoke: a REGISTRAR of the service, once per artifact, immediate and single-party
@@ -591,8 +598,11 @@ class SuiteMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.pocket)
     @rule(data=st.data())
     def submit(self, data):
-        # voteBySig by an outsider: each vote recorded or skipped with its reason; the batch goes on
-        picks = data.draw(st.lists(st.integers(0, len(self.pocket) - 1), min_size=1, max_size=3, unique=True))
+        self.submit_batch(data.draw(st.lists(st.integers(0, len(self.pocket) - 1), min_size=1, max_size=3, unique=True)))
+
+    def submit_batch(self, picks: list[int]) -> list[tuple[int, int]]:
+        # voteBySig by an outsider: each vote recorded or skipped with its reason; the batch goes on.
+        # Returns the (index, reason) of each skipped vote.
         batch = [self.pocket[i] for i in picks]
         self.pocket = [v for i, v in enumerate(self.pocket) if i not in picks]
         self.model.now += 1  # the model judges each vote at the submission's block time
@@ -615,6 +625,7 @@ class SuiteMachine(RuleBasedStateMachine):
                  + self.events(receipt, self.suite.registry, "ArtifactRejected"))
         assert skipped == expected_skips and len(votes) == recorded, (skipped, expected_skips, len(votes), recorded)
         self.model.counts["votes"] += recorded
+        return skipped
 
     @rule(approver=st.sampled_from(APPROVERS), nonce=st.sampled_from(NONCES))
     def invalidate_nonce(self, approver, nonce):
@@ -673,16 +684,27 @@ class SuiteMachine(RuleBasedStateMachine):
     def govern_policy(self, environment, data, cancel):
         # setPolicy through governance: steward1 proposes, steward2 approves (K = 2); a tightening
         # change runs at once, a weakening one waits the delay (steward3 may cancel it meanwhile)
-        threshold = data.draw(st.integers(1, 3), label="threshold")
-        new = Policy(threshold=threshold, min_organisations=data.draw(st.integers(0, threshold), label="min_orgs"),
-                     ttl=data.draw(st.sampled_from((0, 3600, 7200, 14400)), label="ttl"),
-                     min_wait=data.draw(st.sampled_from((0, 300, 600)), label="wait"),
-                     freeze_severity=data.draw(st.integers(0, 4), label="freeze"),
-                     resolve_quorum=data.draw(st.integers(1, 3), label="quorum"),
-                     prior={"staging": "", "prod": "staging", "dr": "prod"}[environment]
-                     if data.draw(st.booleans(), label="prior") else "",
-                     attestations=tuple(data.draw(st.lists(st.sampled_from(ATTESTATION_TYPES), unique=True, max_size=2),
-                                                  label="attestations")))
+        # half the time one field of the current policy changes (each field's classification on its
+        # own), otherwise a whole new valid policy is drawn
+        prior_name = {"staging": "", "prod": "staging", "dr": "prod"}[environment]
+        choices = {"threshold": st.integers(1, 3), "min_organisations": st.integers(0, 3),
+                   "ttl": st.sampled_from((0, 3600, 7200, 14400)), "min_wait": st.sampled_from((0, 300, 600)),
+                   "freeze_severity": st.integers(0, 4), "resolve_quorum": st.integers(1, 3),
+                   "prior": st.sampled_from(("", prior_name)),
+                   "attestations": st.lists(st.sampled_from(ATTESTATION_TYPES), unique=True, max_size=2).map(tuple)}
+        current = self.model.policies.get(environment, Policy())
+        if data.draw(st.booleans(), label="one field"):
+            name = data.draw(st.sampled_from(sorted(choices)), label="field")
+            new = replace(current, **{name: data.draw(choices[name], label=name)})
+            self.saw(f"governed one field: {name} {getattr(current, name)} -> {getattr(new, name)}")
+        else:
+            new = Policy(**{name: data.draw(strategy, label=name) for name, strategy in choices.items()})
+        # setPolicy's validation: minOrganisations at most the threshold (and the 3 organisations)
+        new = replace(new, min_organisations=min(new.min_organisations, new.threshold), version=0)
+        self.govern(environment, new, cancel)
+
+    def govern(self, environment: str, new: Policy, cancel: bool = False) -> bool:
+        """The governed setPolicy; whether it was judged weakening."""
         old = self.model.policies.get(environment, Policy())
         weakening = old.weakened_by(new)
         self.saw(f"governed policy: {'weakening' if weakening else 'tightening'}")
@@ -701,16 +723,20 @@ class SuiteMachine(RuleBasedStateMachine):
                      ("DelayNotPassed", (proposal_id, executable_at, self.model.now + 1)))
             if cancel:
                 self.act(gov.cancelProposal(proposal_id), self.a.steward3, None)
-                return
+                return weakening
             self.model.now = executable_at - 1
             self.act(gov.executeProposal(proposal_id), self.a.outsider, None)
         self.model.policies[environment] = replace(new, version=old.version + 1)
         self.model.counts["executions"] += 1
+        return weakening
 
     # ---------------------------------------------------------------- deployments
 
-    def deployment_ids(self, statuses=None) -> list[int]:
-        return [d.id for d in self.model.deployments.values() if statuses is None or d.status in statuses]
+    def pick_deployment(self, data) -> Deployment:
+        """A deployment for a step: mostly one in progress (if any), sometimes any, so that the state
+        refusals are exercised too."""
+        in_progress = [d.id for d in self.model.deployments.values() if d.status == Status.IN_PROGRESS]
+        return self.model.deployments[data.draw(st.sampled_from(in_progress * 3 + sorted(self.model.deployments)))]
 
     def step_refusal(self, d: Deployment) -> tuple | None:
         """DeploymentLedger._recheck: the canary, then the gate as `start` would answer it."""
@@ -741,21 +767,24 @@ class SuiteMachine(RuleBasedStateMachine):
             t.active = deployment_id
             self.model.counts["starts"] += 1
 
-    @rule(version=st.sampled_from(VERSIONS), environment=st.sampled_from(ENVIRONMENTS))
-    def ship(self, version, environment):
-        # every approver approves, then a start at 100 % and a completion (each one the step of its
-        # own rule): the gate may still deny (wait, attestation, prior environment, freeze, veto)
+    @rule(version=st.sampled_from(VERSIONS), environment=st.sampled_from(ENVIRONMENTS), percent=st.sampled_from((100, 10)))
+    def ship(self, version, environment, percent):
+        # every approver approves, then a start, and at 100 % a completion (each one the step of its
+        # own rule): the gate may still deny (wait, attestation, prior environment, freeze, veto);
+        # at 10 % the rollout stays in progress for promote, analyse, fail and rollback
         self.approve_by_all(version, environment)
         before = len(self.model.deployments)
-        self.start(version, environment, 100)
-        if len(self.model.deployments) > before:
+        self.start(version, environment, percent)
+        if len(self.model.deployments) > before and percent == 100:
             self.complete_deployment(self.model.deployments[before + 1])
 
     @precondition(lambda self: self.model.deployments)
     @rule(data=st.data(), percent=st.sampled_from((50, 100)))
     def promote(self, data, percent):
+        self.promote_deployment(self.pick_deployment(data), percent)
+
+    def promote_deployment(self, d: Deployment, percent: int):
         # promote: re-checks the gate (and the canary) at every step; percentages only rise
-        d = self.model.deployments[data.draw(st.sampled_from(self.deployment_ids()))]
         self.model.now += 1
         expected = (self.in_progress_refusal(d)
                     or (("PercentNotIncreasing", (d.id, d.percent, percent)) if percent <= d.percent else None)
@@ -771,7 +800,7 @@ class SuiteMachine(RuleBasedStateMachine):
     @rule(data=st.data(), verdict=st.sampled_from((Verdict.PASS, Verdict.MARGINAL, Verdict.FAIL)))
     def analyse(self, data, verdict):
         # recordAnalysis: a Fail is never undone; a Marginal until a later Pass
-        d = self.model.deployments[data.draw(st.sampled_from(self.deployment_ids()))]
+        d = self.pick_deployment(data)
         fn = self.suite.ledger.functions.recordAnalysis(d.id, 9000, verdict, sha256("report"), "https://r", "model")
         if self.act(fn, self.a.deployer, self.in_progress_refusal(d)) and d.canary != Verdict.FAIL:
             d.canary = verdict
@@ -779,7 +808,7 @@ class SuiteMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.model.deployments)
     @rule(data=st.data())
     def complete(self, data):
-        self.complete_deployment(self.model.deployments[data.draw(st.sampled_from(self.deployment_ids()))])
+        self.complete_deployment(self.pick_deployment(data))
 
     def complete_deployment(self, d: Deployment):
         # complete: at 100 %, re-checked; the deployment becomes live, one more completion counted
@@ -798,16 +827,18 @@ class SuiteMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.model.deployments)
     @rule(data=st.data())
     def fail(self, data):
-        d = self.model.deployments[data.draw(st.sampled_from(self.deployment_ids()))]
+        d = self.pick_deployment(data)
         if self.act(self.suite.ledger.functions.fail(d.id, "canary"), self.a.deployer, self.in_progress_refusal(d)):
             d.status, self.model.targets[d.environment].active = Status.FAILED, 0
 
     @precondition(lambda self: self.model.deployments)
     @rule(data=st.data())
     def rollback(self, data):
+        self.rollback_deployment(self.pick_deployment(data))
+
+    def rollback_deployment(self, d: Deployment):
         # rollback: of the rollout in progress (back to live) or of the live one (back to the
         # deployment it replaced); never restores a revoked artifact
-        d = self.model.deployments[data.draw(st.sampled_from(self.deployment_ids()))]
         t = self.model.targets[d.environment]
         if d.status == Status.IN_PROGRESS:
             restored, expected = t.live, None
@@ -861,7 +892,9 @@ class SuiteMachine(RuleBasedStateMachine):
     def resolve(self, data, responder):
         # resolve: from open, acknowledged or mitigated; a freezing incident needs responders of
         # resolveQuorum distinct organisations (responder: globex, registrar: acme)
-        incident_id = data.draw(st.sampled_from(sorted(self.model.incidents.by_id)))
+        self.resolve_incident(data.draw(st.sampled_from(sorted(self.model.incidents.by_id))), responder)
+
+    def resolve_incident(self, incident_id: int, responder: str):
         incident = self.model.incidents.by_id[incident_id]
         account = self.account(responder)
         org = self.model.consortium.member_org[account]
@@ -962,6 +995,9 @@ class SuiteMachine(RuleBasedStateMachine):
         for d in m.deployments.values():
             assert d.percent >= self.last_percent.get(d.id, 0)
             self.last_percent[d.id] = d.percent
+            before = self.last_status.get(d.id, Status.IN_PROGRESS)
+            assert d.status == before or (before, d.status) in NEXT_STATUS, (d.id, before, d.status)
+            self.last_status[d.id] = d.status
 
     # ---------------------------------------------------------------- the audit, at teardown
 
@@ -986,6 +1022,7 @@ class SuiteMachine(RuleBasedStateMachine):
         assert report.summary["proposals"] == self.model.proposals
         assert report.summary["executions"] == origin["executions"] + counts["executions"]
         assert report.summary["votes"] == counts["votes"]
+        self.saw("audit: clean")
 
 
 # ============================================================================ the test
@@ -999,7 +1036,8 @@ def model_settings() -> settings:
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
-def test_the_contracts_follow_the_reference_model(suite):
+def prepare(suite) -> None:
+    """Sets up the consortium on the fresh suite and gives the machine its starting facts."""
     registry = suite.registry.functions
     assert suite.ledger.functions.deploymentCount().call() == 0 and suite.governance.functions.proposalCount().call() == 0
     policies, registered_at = set_up_consortium(suite)
@@ -1009,10 +1047,78 @@ def test_the_contracts_follow_the_reference_model(suite):
     proposals = suite.governance.functions.proposalCount().call()
     SuiteMachine.suite = suite
     SuiteMachine.origin = {"snapshot": snapshot(suite.w3), "policies": policies, "admitted_at": admitted_at,
-                          "proposals": proposals, "executions": proposals, "registered_at": registered_at}
+                           "proposals": proposals, "executions": proposals, "registered_at": registered_at}
+
+
+def test_the_contracts_follow_the_reference_model(suite):
+    prepare(suite)
     SEEN.clear()
     run_state_machine_as_test(SuiteMachine, settings=model_settings())
     print("model campaign:", ", ".join(f"{what} x{n}" for what, n in sorted(SEEN.items())))
+
+
+def test_a_walk_through_the_issue_scenarios_on_the_model(suite):
+    """The scenarios of issue 10 as one fixed sequence of the machine's own steps, with the same
+    checks after each: a random campaign may or may not reach prod, so this one always does."""
+    prepare(suite)
+    m = SuiteMachine()
+    m.begin()
+    model, steps = m.model, []
+
+    def step(name, *args):
+        getattr(m, name)(*args)
+        m.chain_equals_model()
+        steps.append(name)
+
+    staging, prod = ("1.0.0", "staging"), ("1.0.0", "prod")
+    a1, a2 = m.account("approver1"), m.account("approver2")
+    # a signed approval counts from its signedAt; the same nonce again is skipped as used
+    step("sign", "approver1", "1.0.0", "staging", Decision.APPROVE, 0, 0, 3600)
+    step("wait", 1)
+    assert m.submit_batch([0]) == [] and model.votes.vote_of(staging, a1)[0] == Decision.APPROVE
+    step("sign", "approver1", "1.0.1", "staging", Decision.APPROVE, 0, 0, 3600)
+    step("wait", 1)
+    assert m.submit_batch([0]) == [(0, Skip.NONCE_USED)]
+    # staging, then (after the wait) prod: 2 organisations, the sbom, staging first
+    step("ship", "1.0.0", "staging", 100)
+    assert model.targets["staging"].live == 1
+    step("wait", 300)
+    step("ship", "1.0.0", "prod", 100)
+    assert model.targets["prod"].live == 2 and model.completions[prod] == 1
+    # an old signed approval does not override a later veto: it is skipped as stale
+    step("register", "1.0.1")
+    step("sign_then_veto", "approver2", "1.0.1")
+    assert m.submit_batch([0]) == [(0, Skip.STALE)]
+    assert model.gate("1.0.1", "prod")[:2] == (Gate.REJECTED_BY, int(a2, 16))
+    # a re-admitted approver's old votes do not come back
+    step("set_approver", "approver2", False)
+    step("set_approver", "approver2", True)
+    assert model.votes.vote_of(("1.0.1", "prod"), a2) == (Decision.NONE, 0)
+    # every step is re-checked: a freezing incident stops a rollout at 10 %; lifting it takes two
+    # organisations' responders
+    step("ship", "1.0.1", "staging", 100)
+    step("attest", "1.0.1", "sbom")
+    step("ship", "1.0.1", "prod", 10)
+    rollout = model.deployments[4]
+    assert rollout.status == Status.IN_PROGRESS and model.targets["prod"].active == 4
+    step("open_incident", "prod", 1)
+    step("promote_deployment", rollout, 100)
+    assert rollout.percent == 10  # StepDenied: frozen_by_incident
+    step("resolve_incident", 1, "responder")
+    assert model.incidents.by_id[1].status != IncidentStatus.RESOLVED  # quorum 2: globex alone is not enough
+    step("resolve_incident", 1, "registrar")
+    assert model.incidents.by_id[1].status == IncidentStatus.RESOLVED
+    step("promote_deployment", rollout, 100)
+    step("complete_deployment", rollout)
+    assert model.targets["prod"].live == 4
+    # a rollback never restores a revoked artifact
+    step("revoke", "1.0.0")
+    step("rollback_deployment", rollout)
+    assert model.targets["prod"].live == 4 and rollout.status == Status.COMPLETED  # RestoresRevokedArtifact
+    # a governed weakening (a lower freezeSeverity) waits the delay; the audit must agree it was legitimate
+    assert m.govern("prod", replace(model.policies["prod"], freeze_severity=1)) is True
+    m.chain_equals_model()
+    m.teardown()  # the audit of the whole history: no finding, the model's counts
 
 
 def test_audit_classifies_freeze_severity_as_governance_does():
