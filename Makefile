@@ -7,6 +7,7 @@
 #   make engine     the consortium engine (geth v1.13.15, Clique) built once from tools/geth into .cache
 #   make gas        gas report (scripts/gas.py)
 #   make invariants the long forge invariant campaign (test/forge; `make test` runs a short one)
+#   make model      a long campaign of the Hypothesis model of suite v2 (tests/contracts/test_model.py)
 #   make lint       Slither over contracts/ with the build settings; fails on untriaged findings
 #   make demo       the demo story (scripts/demo.py) on a devnet at PORT (default 8545)
 #   make ape-setup  optional Ape toolchain in .venv-ape (requirements-ape.lock); then use tools/ape
@@ -20,7 +21,7 @@ VENV := .venv
 APE_VENV := .venv-ape
 NPM_STAMP := node_modules/.shipledger-npm-ci
 
-.PHONY: setup system-deps engine build test gas invariants lint demo ape-setup clean distclean
+.PHONY: setup system-deps engine build test gas invariants model lint demo ape-setup clean distclean
 
 setup: $(VENV)/.installed $(NPM_STAMP)
 
@@ -82,6 +83,13 @@ INVARIANT_RUNS ?= 256
 INVARIANT_DEPTH ?= 100
 invariants: setup
 	$(VENV)/bin/python scripts/forge_invariants.py --runs $(INVARIANT_RUNS) --depth $(INVARIANT_DEPTH) --random-seed
+
+# Examples and steps of the Hypothesis model's campaign (random seed); `make test` runs 15 x 25, derandomized.
+MODEL_EXAMPLES ?= 300
+MODEL_STEPS ?= 50
+model: setup
+	SHIPLEDGER_MODEL_EXAMPLES=$(MODEL_EXAMPLES) SHIPLEDGER_MODEL_STEPS=$(MODEL_STEPS) \
+		$(VENV)/bin/pytest -q -s -p no:cacheprovider tests/contracts/test_model.py
 
 lint: setup
 	$(VENV)/bin/python scripts/slither_check.py

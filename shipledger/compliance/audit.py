@@ -166,14 +166,14 @@ def policy_weakens(old: dict | None, new: dict) -> bool:
     requiredAttestations keys); `old` None or version 0 when there was no policy."""
     if old is None or old.get("version", 1) == 0:
         return True  # a policy where there was none lets releases through
-    rank = lambda severity: 5 if severity == 0 else severity  # noqa: E731 - 0 freezes nothing: the weakest
     prior_old, prior_new = old["priorEnvironment"].lower(), new["priorEnvironment"].lower()
     return (
         new["threshold"] < old["threshold"]
         or new["minOrganisations"] < old["minOrganisations"]
         or (old["ttl"] != 0 and (new["ttl"] == 0 or new["ttl"] > old["ttl"]))
         or new["minWait"] < old["minWait"]
-        or rank(new["freezeSeverity"]) > rank(old["freezeSeverity"])
+        # freezeSeverity s freezes incidents of severity 1..s and 0 freezes none: a lower number weakens
+        or new["freezeSeverity"] < old["freezeSeverity"]
         or new["resolveQuorum"] < old["resolveQuorum"]
         or (int(prior_old, 16) != 0 and prior_new != prior_old)
         or any(key.lower() not in {k.lower() for k in new["requiredAttestations"]} for key in old["requiredAttestations"])
