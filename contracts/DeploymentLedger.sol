@@ -11,26 +11,56 @@ import {Keys, OrgSet, Roles} from "./libraries/Keys.sol";
 /// @title DeploymentLedger
 /// @notice The gate, rollouts and incidents. See IDeploymentLedger.
 /// @dev The freeze check is O(1): each target keeps how many incidents of each severity are open, in
-/// four 64-bit lanes of one word, so the gas of `start` and the gate does not grow with incidents.
+/// four 32-bit lanes, so the gas of `start` and the gate does not grow with incidents.
+/// Storage is laid out so that `start` writes one fresh word per rollout besides the artifact id:
+/// a target's live and active rollouts, its open incident counts and its index share one word, and a
+/// deployment refers to its target by that index (the target's keys are written once, by its first
+/// rollout). Ids and indexes are kept in 40 bits: 2^40 rollouts cannot happen (each is a transaction).
 contract DeploymentLedger is IDeploymentLedger {
     using History for History.Head;
 
     uint16 private constant MAX_SCORE = 10_000; // basis points: 100.00
-    uint256 private constant LANE_BITS = 64;
-    uint256 private constant LANE_MASK = type(uint64).max;
+    uint256 private constant LANE_BITS = 32;
+    uint256 private constant LANE_MASK = type(uint32).max;
+
+    /// @dev A Deployment as stored: `target` is `_targetKeys[targetIndex].target`.
+    struct DeploymentRecord {
+        bytes32 artifactId;
+        uint40 previous;
+        uint40 startedAt;
+        uint8 percent;
+        DeploymentStatus status;
+        Verdict canary;
+        uint40 targetIndex;
+    }
+
+    /// @dev A TargetState as stored, with the target's open incident counts (lane s-1: severity s)
+    /// and its index (0 until its first rollout).
+    struct TargetRecord {
+        uint40 live;
+        uint40 active;
+        uint40 index;
+        uint128 openBySeverity;
+    }
+
+    /// @dev Set by a target's first rollout.
+    struct TargetKeys {
+        bytes32 target;
+        bytes32 serviceKey;
+    }
 
     /// @notice Where artifacts, policies, votes and roles live.
     IReleaseRegistry public immutable registry;
 
     History.Head private _history;
-    uint64 private _deploymentCount;
+    uint40 private _deploymentCount;
     uint64 private _incidentCount;
-    mapping(uint256 id => Deployment) private _deployments;
-    mapping(bytes32 target => TargetState) private _targets;
-    mapping(bytes32 target => bytes32 serviceKey) private _serviceOf; // set by the target's first rollout
+    uint40 private _targetCount; // targets that have had a rollout
+    mapping(uint256 id => DeploymentRecord) private _deployments;
+    mapping(bytes32 target => TargetRecord) private _targets;
+    mapping(uint256 index => TargetKeys) private _targetKeys;
     mapping(bytes32 releaseKey => uint256) private _completions; // standing (not rolled back) completions
     mapping(uint256 id => Incident) private _incidents;
-    mapping(bytes32 target => uint256 lanes) private _openBySeverity; // lane s-1: open incidents of severity s
 
     modifier onlyRole(bytes32 role) {
         if (!IAccessControl(address(registry)).hasRole(role, msg.sender)) {
@@ -70,8 +100,9 @@ contract DeploymentLedger is IDeploymentLedger {
                 return (GateReason.MissingPriorEnvironment, uint256(check.priorEnvironment), 0);
             }
         }
+        TargetRecord storage state = _targets[target];
         if (check.freezeSeverity != 0) {
-            uint256 lanes = _openBySeverity[target];
+            uint256 lanes = state.openBySeverity;
             uint256 freezing;
             uint256 mostSevere;
             for (uint256 severity = check.freezeSeverity; severity >= 1; --severity) {
@@ -83,7 +114,7 @@ contract DeploymentLedger is IDeploymentLedger {
             }
             if (freezing != 0) return (GateReason.FrozenByIncident, freezing, mostSevere);
         }
-        uint256 active = _targets[target].active;
+        uint256 active = state.active;
         if (active != 0 && active != self) return (GateReason.RolloutInProgress, active, 0);
         return (GateReason.Allowed, 0, 0);
     }
@@ -104,19 +135,24 @@ contract DeploymentLedger is IDeploymentLedger {
         (GateReason reason, uint256 detailA, uint256 detailB) = _gate(artifactId, serviceKey, target, 0);
         if (reason != GateReason.Allowed) revert GateDenied(reason, detailA, detailB);
 
-        TargetState storage state = _targets[target];
-        if (_serviceOf[target] == 0) _serviceOf[target] = serviceKey;
+        TargetRecord storage state = _targets[target];
+        uint40 index = state.index;
+        if (index == 0) {
+            index = ++_targetCount;
+            state.index = index;
+            _targetKeys[index] = TargetKeys({target: target, serviceKey: serviceKey});
+        }
         id = ++_deploymentCount;
-        uint64 previous = state.live;
-        state.active = uint64(id);
-        _deployments[id] = Deployment({
+        uint40 previous = state.live;
+        state.active = uint40(id);
+        _deployments[id] = DeploymentRecord({
             artifactId: artifactId,
-            target: target,
             previous: previous,
             startedAt: uint40(block.timestamp),
             percent: percent,
             status: DeploymentStatus.InProgress,
-            canary: Verdict.None
+            canary: Verdict.None,
+            targetIndex: index
         });
         _history.record4(
             DeploymentStarted.selector,
@@ -129,14 +165,14 @@ contract DeploymentLedger is IDeploymentLedger {
 
     /// @inheritdoc IDeploymentLedger
     function promote(uint256 id, uint8 percent) external onlyRole(Roles.DEPLOYER) {
-        Deployment storage deployment = _inProgress(id);
+        DeploymentRecord storage deployment = _inProgress(id);
         if (percent > 100) revert InvalidPercent(percent);
         uint8 current = deployment.percent;
         if (percent <= current) revert PercentNotIncreasing(id, current, percent);
         _recheck(id, deployment);
         deployment.percent = percent;
         _history.record3(
-            DeploymentPromoted.selector, History.topic(id), deployment.target, abi.encode(current, percent, msg.sender)
+            DeploymentPromoted.selector, History.topic(id), _targetOf(deployment), abi.encode(current, percent, msg.sender)
         );
     }
 
@@ -149,47 +185,49 @@ contract DeploymentLedger is IDeploymentLedger {
         string calldata reportUri,
         string calldata judge
     ) external onlyRole(Roles.DEPLOYER) {
-        Deployment storage deployment = _inProgress(id);
+        DeploymentRecord storage deployment = _inProgress(id);
         if (scoreBasisPoints > MAX_SCORE) revert InvalidScore(scoreBasisPoints);
         if (verdict == Verdict.None) revert InvalidVerdict(verdict);
         if (deployment.canary != Verdict.Fail) deployment.canary = verdict; // a Fail is never undone
         _history.record3(
             CanaryAnalysisRecorded.selector,
             History.topic(id),
-            deployment.target,
+            _targetOf(deployment),
             abi.encode(deployment.percent, scoreBasisPoints, verdict, reportDigest, reportUri, judge, msg.sender)
         );
     }
 
     /// @inheritdoc IDeploymentLedger
     function complete(uint256 id) external onlyRole(Roles.DEPLOYER) {
-        Deployment storage deployment = _inProgress(id);
+        DeploymentRecord storage deployment = _inProgress(id);
         if (deployment.percent != 100) revert RolloutIncomplete(id, deployment.percent);
-        _recheck(id, deployment);
-        TargetState storage state = _targets[deployment.target];
+        bytes32 target = _recheck(id, deployment);
+        TargetRecord storage state = _targets[target];
         uint256 replaced = state.live;
-        state.live = uint64(id);
+        state.live = uint40(id);
         state.active = 0;
         deployment.status = DeploymentStatus.Completed;
-        ++_completions[Keys.release(deployment.artifactId, deployment.target)];
+        ++_completions[Keys.release(deployment.artifactId, target)];
         _history.record3(
-            DeploymentCompleted.selector, History.topic(id), deployment.target, abi.encode(replaced, msg.sender)
+            DeploymentCompleted.selector, History.topic(id), target, abi.encode(replaced, msg.sender)
         );
     }
 
     /// @inheritdoc IDeploymentLedger
     function fail(uint256 id, string calldata reason) external onlyRole(Roles.DEPLOYER) {
-        Deployment storage deployment = _inProgress(id);
+        DeploymentRecord storage deployment = _inProgress(id);
         deployment.status = DeploymentStatus.Failed;
-        _targets[deployment.target].active = 0;
-        _history.record3(DeploymentFailed.selector, History.topic(id), deployment.target, abi.encode(reason, msg.sender));
+        bytes32 target = _targetOf(deployment);
+        _targets[target].active = 0;
+        _history.record3(DeploymentFailed.selector, History.topic(id), target, abi.encode(reason, msg.sender));
     }
 
     /// @inheritdoc IDeploymentLedger
     function rollback(uint256 id, string calldata reason) external onlyRole(Roles.DEPLOYER) {
-        Deployment storage deployment = _existingDeployment(id);
+        DeploymentRecord storage deployment = _existingDeployment(id);
         DeploymentStatus from = deployment.status;
-        TargetState storage state = _targets[deployment.target];
+        bytes32 target = _targetOf(deployment);
+        TargetRecord storage state = _targets[target];
         uint256 restored;
         if (from == DeploymentStatus.InProgress) {
             restored = state.live;
@@ -197,11 +235,11 @@ contract DeploymentLedger is IDeploymentLedger {
             state.active = 0;
         } else if (from == DeploymentStatus.Completed) {
             if (state.live != id) revert NotLiveDeployment(id, state.live);
-            if (state.active != 0) revert RolloutInProgress(deployment.target, state.active);
+            if (state.active != 0) revert RolloutInProgress(target, state.active);
             restored = deployment.previous;
             _refuseRevoked(id, restored);
-            state.live = uint64(restored);
-            --_completions[Keys.release(deployment.artifactId, deployment.target)];
+            state.live = uint40(restored);
+            --_completions[Keys.release(deployment.artifactId, target)];
         } else {
             revert DeploymentStateInvalid(id, DeploymentStatus.InProgress, from);
         }
@@ -209,20 +247,24 @@ contract DeploymentLedger is IDeploymentLedger {
         _history.record3(
             DeploymentRolledBack.selector,
             History.topic(id),
-            deployment.target,
+            target,
             abi.encode(restored, from, reason, msg.sender)
         );
     }
 
     /// @dev `promote` and `complete` pass only while the gate still allows this rollout and its canary
-    /// has not failed.
-    function _recheck(uint256 id, Deployment storage deployment) private view {
+    /// has not failed. Returns the deployment's target.
+    function _recheck(uint256 id, DeploymentRecord storage deployment) private view returns (bytes32 target) {
         Verdict canary = deployment.canary;
         if (canary == Verdict.Fail || canary == Verdict.Marginal) revert CanaryBlocks(id, canary);
-        bytes32 target = deployment.target;
-        (GateReason reason, uint256 detailA, uint256 detailB) =
-            _gate(deployment.artifactId, _serviceOf[target], target, id);
+        TargetKeys storage keys = _targetKeys[deployment.targetIndex];
+        target = keys.target;
+        (GateReason reason, uint256 detailA, uint256 detailB) = _gate(deployment.artifactId, keys.serviceKey, target, id);
         if (reason != GateReason.Allowed) revert StepDenied(id, reason, detailA, detailB);
+    }
+
+    function _targetOf(DeploymentRecord storage deployment) private view returns (bytes32) {
+        return _targetKeys[deployment.targetIndex].target;
     }
 
     function _refuseRevoked(uint256 id, uint256 restored) private view {
@@ -233,7 +275,16 @@ contract DeploymentLedger is IDeploymentLedger {
 
     /// @inheritdoc IDeploymentLedger
     function getDeployment(uint256 id) external view returns (Deployment memory) {
-        return _existingDeployment(id);
+        DeploymentRecord storage deployment = _existingDeployment(id);
+        return Deployment({
+            artifactId: deployment.artifactId,
+            target: _targetOf(deployment),
+            previous: deployment.previous,
+            startedAt: deployment.startedAt,
+            percent: deployment.percent,
+            status: deployment.status,
+            canary: deployment.canary
+        });
     }
 
     /// @inheritdoc IDeploymentLedger
@@ -242,7 +293,8 @@ contract DeploymentLedger is IDeploymentLedger {
         view
         returns (TargetState memory)
     {
-        return _targets[Keys.target(Keys.name(service), Keys.name(environment))];
+        TargetRecord storage state = _targets[Keys.target(Keys.name(service), Keys.name(environment))];
+        return TargetState({live: state.live, active: state.active});
     }
 
     /// @inheritdoc IDeploymentLedger
@@ -255,12 +307,12 @@ contract DeploymentLedger is IDeploymentLedger {
         return _completions[Keys.release(artifactId, target)];
     }
 
-    function _existingDeployment(uint256 id) private view returns (Deployment storage deployment) {
+    function _existingDeployment(uint256 id) private view returns (DeploymentRecord storage deployment) {
         deployment = _deployments[id];
         if (deployment.status == DeploymentStatus.None) revert UnknownDeployment(id);
     }
 
-    function _inProgress(uint256 id) private view returns (Deployment storage deployment) {
+    function _inProgress(uint256 id) private view returns (DeploymentRecord storage deployment) {
         deployment = _existingDeployment(id);
         if (deployment.status != DeploymentStatus.InProgress) {
             revert DeploymentStateInvalid(id, DeploymentStatus.InProgress, deployment.status);
@@ -281,7 +333,7 @@ contract DeploymentLedger is IDeploymentLedger {
         bytes32 target = Keys.target(serviceKey, environmentKey);
         id = ++_incidentCount;
         _incidents[id] = Incident({target: target, severity: input.severity, status: IncidentStatus.Open, resolvedBy: 0});
-        _openBySeverity[target] += uint256(1) << ((input.severity - 1) * LANE_BITS);
+        _countOpen(target, input.severity, true);
         _history.record4(
             IncidentOpened.selector,
             History.topic(id),
@@ -316,8 +368,8 @@ contract DeploymentLedger is IDeploymentLedger {
             revert IncidentStateInvalid(id, IncidentStatus.Acknowledged, status);
         }
         if (rollbackId != 0) {
-            Deployment storage rolledBack = _deployments[rollbackId];
-            if (rolledBack.status != DeploymentStatus.RolledBack || rolledBack.target != incident.target) {
+            DeploymentRecord storage rolledBack = _deployments[rollbackId];
+            if (rolledBack.status != DeploymentStatus.RolledBack || _targetOf(rolledBack) != incident.target) {
                 revert RollbackNotFound(id, rollbackId);
             }
         }
@@ -354,7 +406,7 @@ contract DeploymentLedger is IDeploymentLedger {
         if (organisations < needed) return;
 
         incident.status = IncidentStatus.Resolved;
-        _openBySeverity[target] -= uint256(1) << ((incident.severity - 1) * LANE_BITS);
+        _countOpen(target, incident.severity, false);
         _history.record3(
             IncidentResolved.selector, History.topic(id), target, abi.encode(postmortemDigest, postmortemUri, msg.sender)
         );
@@ -387,9 +439,9 @@ contract DeploymentLedger is IDeploymentLedger {
         view
         returns (uint64[4] memory counts)
     {
-        uint256 lanes = _openBySeverity[Keys.target(Keys.name(service), Keys.name(environment))];
+        uint256 lanes = _targets[Keys.target(Keys.name(service), Keys.name(environment))].openBySeverity;
         for (uint256 i; i < 4; ++i) {
-            counts[i] = uint64(lanes >> (i * LANE_BITS));
+            counts[i] = uint64((lanes >> (i * LANE_BITS)) & LANE_MASK);
         }
     }
 
@@ -402,6 +454,17 @@ contract DeploymentLedger is IDeploymentLedger {
     function historyHead() external view returns (bytes32 head, uint64 count) {
         History.Head memory h = _history;
         return (bytes32(h.head), h.count);
+    }
+
+    /// @dev One more (or one fewer) open incident of `severity` on `target`. The lane is counted in
+    /// checked 32-bit arithmetic, so it can neither wrap nor carry into the next severity's lane.
+    function _countOpen(bytes32 target, uint8 severity, bool opened) private {
+        TargetRecord storage state = _targets[target];
+        uint256 shift = (severity - 1) * LANE_BITS;
+        uint128 lanes = state.openBySeverity;
+        uint32 count = uint32(lanes >> shift);
+        count = opened ? count + 1 : count - 1;
+        state.openBySeverity = uint128((lanes & ~(LANE_MASK << shift)) | (uint256(count) << shift)); // < 2^128: shift <= 96
     }
 
     function _existingIncident(uint256 id) private view returns (Incident storage incident) {

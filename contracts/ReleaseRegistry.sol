@@ -846,9 +846,10 @@ contract ReleaseRegistry is IReleaseRegistry, AccessControl, EIP712 {
     /// @dev Counts the votes on one release by the current holders of the vote slots.
     function _tally(bytes32 releaseKey, uint32 ttl) private view returns (Tally memory tally) {
         uint256 active = _activeApprovers;
-        uint256 wordCount = (uint256(_slotCount) + 3) >> 2;
         mapping(uint256 => uint256) storage words = _votes[releaseKey];
-        for (uint256 w; w < wordCount; ++w) {
+        // Only held slots count, so the words past the highest held slot are not read (nor is
+        // _slotCount: a word's four slots are below it whenever one of them is held).
+        for (uint256 w; active >> (w << 2) != 0; ++w) {
             uint256 word = words[w];
             if (word == 0) continue;
             for (uint256 j; j < 4; ++j) {

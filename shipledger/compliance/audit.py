@@ -127,7 +127,7 @@ class _Deployment:
 class _Target:
     live: int = 0
     active: int = 0
-    open_by_severity: list = field(default_factory=lambda: [0, 0, 0, 0])  # DeploymentLedger._openBySeverity
+    open_by_severity: list = field(default_factory=lambda: [0, 0, 0, 0])  # DeploymentLedger._targets[target].openBySeverity
 
 
 @dataclass

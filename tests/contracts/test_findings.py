@@ -362,9 +362,11 @@ def test_start_gas_is_flat_in_open_incidents(suite):
     approve(suite, a.approver1)
     # One incident opened and resolved first: the ledger's counters and history head are then
     # non-zero, as on any chain in use, so the first measurement does not also pay for their
-    # zero-to-non-zero writes (17,100 gas each) and compares only the incidents.
+    # zero-to-non-zero writes (17,100 gas each) and compares only the incidents. A rollout that
+    # failed does the same for the target's word (which the open incident counts share).
     first = open_incident(suite, severity=4)
     suite.transact(led.resolve(first, ZERO32, ""), a.responder)
+    suite.transact(led.fail(start(suite, D, "api", "prod", 10)[0], "warm-up"), a.deployer)
     assert list(led.openIncidentCounts("api", "prod").call()) == [0, 0, 0, 0]
 
     def start_gas() -> int:
