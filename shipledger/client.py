@@ -24,6 +24,7 @@ from shipledger._internal.book import load_address_book
 from shipledger._internal.chain import TxSender, call, connect, raise_decoded
 from shipledger._internal.revert import canonical_type
 from shipledger._internal.rpc import LOG_RANGE, log_ranges  # noqa: F401 - LOG_RANGE was defined here
+from shipledger._internal.freshness import check_block_age, max_block_age
 from shipledger._internal.gatecall import decode_gate_result, encode_gate_call, policy_name_of_key
 from shipledger._internal.names import check_name, format_digest, parse_address, parse_digest
 from shipledger.errors import AddressBookError, ConnectionFailed, Denied, NoSigner, UsageError, revert_error
@@ -765,8 +766,13 @@ class Ledger:
     # ------------------------------------------------------------------ gate
 
     def gate(self, digest: str, service: str, environment: str) -> GateResult:
+        """The ledger's answer now. ChainStalled (never an answer) when the newest block is older than
+        the address book's max_block_age: a stalled chain's nodes still answer, from a stale head."""
         data = encode_gate_call(parse_digest(digest), check_name("service", service), check_name("environment", environment))
+        limit = max_block_age(self.book)
         try:
+            if limit is not None:
+                check_block_age(self.w3.eth.get_block("latest")["timestamp"], limit)
             answer = self.w3.eth.call({"to": self.ledger.address, "data": data})
         except Exception as exc:  # noqa: BLE001
             raise_decoded(exc)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from shipledger._internal import artifacts
 from shipledger._internal.abi import checksum_address
+from shipledger._internal.freshness import max_block_age
 from shipledger.errors import AddressBookError
 
 
@@ -42,4 +43,5 @@ def load_address_book(deployment: str | Path | dict) -> dict:
         except (TypeError, ValueError):
             problem = "is missing" if address is None else f"{address!r} is not an address"
             raise AddressBookError(f"{where} is malformed: contracts.{name}.address {problem}") from None
+    max_block_age(book)  # a bad value is refused here, not first at the gate
     return book
