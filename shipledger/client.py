@@ -309,7 +309,7 @@ class Ledger:
             address=Web3.to_checksum_address(book["contracts"]["Governance"]["address"]),
             abi=artifacts.abi("Governance"),
         )
-        self._sender = TxSender(w3, signer, self.chain_id, receipt_timeout) if signer else None
+        self._sender = TxSender(w3, signer, self.chain_id, receipt_timeout, fee_mode=book.get("fees")) if signer else None
 
     # ------------------------------------------------------------------ connecting
 

@@ -309,6 +309,7 @@ class RegistrationBatch:
 
     def _apply(self, chunk: _Chunk, receipt: dict, explain: bool = True) -> None:
         block = int(receipt["blockNumber"], 16)
+        self.sender.saw_block(block)
         chunk.receipt = TxReceipt(chunk.tx_hash, block, int(receipt["gasUsed"], 16))
         if int(receipt.get("status", "0x1"), 16) == 1:
             chunk.state = "confirmed"

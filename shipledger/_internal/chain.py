@@ -67,6 +67,38 @@ def _is_taken_nonce(exc: Exception) -> bool:
                                    "replacement_underpriced"))
 
 
+FEES_FOR_BLOCKS = 20  # blocks after which fees read from the chain are read again
+# The node refused a transaction for its price, not its content: geth/GoQuorum "transaction underpriced",
+# "max fee per gas less than block base fee", "fee cap less than block base fee"; GoQuorum QBFT "Gas price
+# not 0"; Besu "Gas price below configured minimum gas price", GAS_PRICE_TOO_LOW,
+# GAS_PRICE_BELOW_CURRENT_BASE_FEE. ("replacement transaction underpriced" is a taken nonce, not this.)
+_PRICE_REFUSALS = ("transaction underpriced", "less than block base fee", "fee cap less than", "gas price not 0",
+                   "below configured minimum gas price", "gas_price_too_low", "gas_price_below_current_base_fee",
+                   "gas price below minimum", "below base fee")
+
+
+def is_price_refusal(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "replacement transaction underpriced" not in text and any(s in text for s in _PRICE_REFUSALS)
+
+
+def read_fees(w3: Web3, block, mode: str | None = None) -> dict:
+    """The fee fields for a transaction now, in the chain's mode or the one the address book names
+    (`"fees": "legacy"|"eip1559"`). Legacy: the node's gasPrice, which may be 0 (QBFT requires 0;
+    Besu answers its min-gas-price). EIP-1559: twice the base fee plus the node's suggested tip, so a
+    few fuller blocks do not price the transaction out."""
+    base_fee = block.get("baseFeePerGas")
+    if mode is None:
+        mode = "legacy" if base_fee is None else "eip1559"  # no base fee: a pre-London chain, e.g. QBFT
+    if mode == "legacy":
+        return {"gasPrice": w3.eth.gas_price}
+    if base_fee is None:
+        raise AddressBookError("the address book says fees are eip1559, but the chain's blocks carry no base fee: "
+                               'use "fees": "legacy" or leave it out')
+    tip = w3.eth.max_priority_fee  # the node's own suggestion: Besu's with zeroBaseFee is its minimum
+    return {"maxFeePerGas": 2 * base_fee + tip, "maxPriorityFeePerGas": tip}
+
+
 def state_home() -> Path:
     """The per-user state directory: $XDG_STATE_HOME/shipledger, by default ~/.local/state/shipledger."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
@@ -125,14 +157,18 @@ class TxSender:
     nonce used by a transaction that is not ours and sends ours again with a fresh one.
     """
 
-    def __init__(self, w3: Web3, account: LocalAccount, chain_id: int, receipt_timeout: float = 120):
+    def __init__(self, w3: Web3, account: LocalAccount, chain_id: int, receipt_timeout: float = 120,
+                 fee_mode: str | None = None):
         self.w3 = w3
         self.account = account
         self.chain_id = chain_id
         self.receipt_timeout = receipt_timeout
         self._lock = threading.Lock()
         self._next_nonce: int | None = None
+        self.fee_mode = fee_mode
         self._fees: dict | None = None
+        self._fees_block = 0  # the block the fees were read at
+        self._seen_block = 0  # the newest block a receipt has shown us
         self._sent: dict[str, tuple] = {}  # tx hash -> (to, data, gas, nonce), to send again if superseded
 
     @property
@@ -150,14 +186,17 @@ class TxSender:
         with self._lock:
             return self._fresh_nonce()
 
+    def saw_block(self, number: int) -> None:
+        """A block the caller has seen mined (a receipt's): fees read FEES_FOR_BLOCKS before it are stale."""
+        self._seen_block = max(self._seen_block, number)
+
     def _fee_fields(self) -> dict:
-        if self._fees is None:
-            base_fee = self.w3.eth.get_block("latest").get("baseFeePerGas")
-            if base_fee is None:  # pre-London chains, e.g. a Besu network with free gas
-                self._fees = {"gasPrice": self.w3.eth.gas_price}
-            else:
-                tip = 1_000_000_000 if base_fee else 0
-                self._fees = {"maxFeePerGas": 2 * base_fee + tip, "maxPriorityFeePerGas": tip}
+        """The fee fields of the next transaction: read from the chain on first use, again once they
+        are FEES_FOR_BLOCKS blocks old, and again after a refusal for price (_send drops them)."""
+        if self._fees is None or self._seen_block - self._fees_block > FEES_FOR_BLOCKS:
+            block = self.w3.eth.get_block("latest")
+            self._fees, self._fees_block = read_fees(self.w3, block, self.fee_mode), block["number"]
+            self._seen_block = max(self._seen_block, block["number"])
         return self._fees
 
     def send(self, fn, gas: int | None = None) -> str:
@@ -184,12 +223,16 @@ class TxSender:
 
     def _send(self, to: str | None, data: bytes | str, gas: int, on_signed=None) -> tuple[str, int]:
         """send_data's work: (the transaction hash, its nonce)."""
-        tx = {"data": data, "gas": gas, "value": 0, "chainId": self.chain_id, **self._fee_fields()}
+        tx = {"data": data, "gas": gas, "value": 0, "chainId": self.chain_id}
         if to is not None:
             tx["to"] = to
+        repriced = False
         for attempt in range(1, SEND_ATTEMPTS + 1):
             with self._lock, key_lock(self.chain_id, self.address):
                 try:
+                    for field in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas"):
+                        tx.pop(field, None)
+                    tx.update(self._fee_fields())
                     tx["nonce"] = self._fresh_nonce()
                     signed = self.account.sign_transaction(tx)
                     if on_signed is not None:
@@ -199,9 +242,12 @@ class TxSender:
                     return tx_hash, tx["nonce"]
                 except Exception as exc:  # noqa: BLE001
                     self._next_nonce = None
-                    # Only a refusal for the nonce is retried: the node did not take the transaction,
-                    # so sending it again with a fresh nonce cannot record it twice. Anything else
-                    # (a timeout among them: the node may have it) is raised.
+                    # Only a refusal for the nonce or the price is retried: the node did not take the
+                    # transaction, so sending it again cannot record it twice. Anything else (a
+                    # timeout among them: the node may have it) is raised.
+                    if is_price_refusal(exc) and not repriced:
+                        self._fees, repriced = None, True  # the chain's fees moved: read them again, once
+                        continue
                     if not _is_taken_nonce(exc):
                         raise_decoded(exc)
             time.sleep(random.uniform(0, 0.05 * attempt))  # let the other sender through
@@ -248,6 +294,7 @@ class TxSender:
                 )
             time.sleep(RECEIPT_POLL)
         self._sent.pop(tx_hash, None)
+        self.saw_block(receipt.blockNumber)
         if receipt.status != 1:
             # Replay to learn why: on the state before the block, then at the block itself, whose timestamp
             # is the one the transaction saw (a signature valid when sent may have expired when mined).

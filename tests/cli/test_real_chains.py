@@ -9,11 +9,14 @@ anvil mines only on demand: its newest block simply ages, which is how a stalled
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
+from eth_account import Account
 
-from shipledger import ChainStalled, Ledger
-from shipledger.network.devnet import free_port
+from shipledger import AddressBookError, ArtifactSpec, ChainStalled, Ledger
+from shipledger._internal.chain import TxSender, connect
+from shipledger.network.devnet import Anvil, dev_private_keys, free_port, rpc_call
 from support import ENV, Devnet, _stop_devnet, fails, ok, one_line, run, unique
 
 MAX_AGE = 6  # seconds: room for a loaded machine to run the gate on a fresh block
@@ -62,3 +65,55 @@ def test_a_bad_max_block_age_is_a_malformed_book(dn, tmp_path, value):
     book = dn.book_variant(tmp_path, "bad-age", lambda b: b.update(max_block_age=value))
     digest = "sha256:" + "a" * 64
     fails(dn.run("--deployment", book, "gate", "--digest", digest, "--service", "s", "--env", ENV), 1, "max_block_age")
+
+
+# ---------------------------------------------------------------------- 2. fees follow the chain
+
+def _transfer(sender, w3):
+    """A plain 21,000-gas transfer through TxSender; the mined transaction as the node holds it."""
+    receipt = sender.wait(sender.send_data("0x" + "11" * 20, b"", 21000))
+    return w3.eth.get_transaction(receipt.tx_hash)
+
+
+@pytest.fixture
+def berlin_zero_gas():
+    """A pre-London chain with a gas price of 0, as QBFT requires: no base fee in its blocks."""
+    node = Anvil.start(extra_args=("--hardfork", "berlin", "--gas-price", "0"))
+    yield node
+    node.stop()
+
+
+def test_a_chain_without_base_fee_gets_legacy_transactions_at_its_gas_price_even_0(berlin_zero_gas):
+    w3 = connect(berlin_zero_gas.url)
+    sender = TxSender(w3, Account.from_key(dev_private_keys(1)[0]), berlin_zero_gas.chain_id)
+    mined = _transfer(sender, w3)
+    assert mined["type"] == 0 and mined["gasPrice"] == 0
+    forced = TxSender(w3, Account.from_key(dev_private_keys(2)[1]), berlin_zero_gas.chain_id, fee_mode="eip1559")
+    with pytest.raises(AddressBookError, match="eip1559, but the chain's blocks carry no base fee"):
+        forced.send_data("0x" + "11" * 20, b"", 21000)
+
+
+def test_fees_are_read_again_when_the_node_refuses_them_for_price():
+    node = Anvil.start()
+    try:
+        w3 = connect(node.url)
+        sender = TxSender(w3, Account.from_key(dev_private_keys(1)[0]), node.chain_id)
+        assert _transfer(sender, w3)["type"] == 2
+        base = w3.eth.get_block("latest")["baseFeePerGas"]
+        rpc_call(node.url, "anvil_setNextBlockBaseFeePerGas", [hex(base * 1000)])
+        rpc_call(node.url, "evm_mine", [])  # the fees read before now price a transaction out
+        assert sender._fees["maxFeePerGas"] < w3.eth.get_block("latest")["baseFeePerGas"]
+        mined = _transfer(sender, w3)  # refused once ("max fee per gas less than block base fee"), then re-priced
+        assert mined["maxFeePerGas"] >= 2 * base * 1000
+    finally:
+        node.stop()
+
+
+def test_the_books_fees_field_overrides_the_chains_mode(dn, tmp_path):
+    book = dn.book_variant(tmp_path, "legacy", lambda b: b.update(fees="legacy"))
+    ledger = Ledger.connect(dn.rpc_url, book, dn.key("registrar"))
+    ledger.register(ArtifactSpec(digest="sha256:" + uuid.uuid4().hex * 2, service=unique(), version="1"))
+    assert ledger.w3.eth.get_transaction(ledger.last_receipt.tx_hash)["type"] == 0
+    bad = dn.book_variant(tmp_path, "bad-fees", lambda b: b.update(fees="free"))
+    with pytest.raises(AddressBookError, match="fees 'free' is not \"legacy\" or \"eip1559\""):
+        Ledger.connect(dn.rpc_url, bad)
