@@ -17,6 +17,7 @@ except ImportError:  # not POSIX: no cross-process lock, the send retry alone ke
 import requests
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.middleware import ExtraDataToPOAMiddleware
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound
 
 from shipledger._internal.revert import decode_revert
@@ -39,10 +40,18 @@ RPC_TIMEOUT = 15  # seconds per JSON-RPC request
 
 def connect(rpc_url: str, timeout: float | None = None) -> Web3:
     """A web3 connection. With a timeout, no request waits longer and none is retried (web3 retries
-    reads up to 5 times, which would make a hung node cost five timeouts)."""
+    reads up to 5 times, which would make a hung node cost five timeouts).
+
+    PoA headers (QBFT, IBFT, Clique) carry more than the 32 bytes of extraData web3 checks for, and it
+    raises ExtraDataLengthError on every block it reads: its PoA middleware moves the extra bytes
+    aside (to `proofOfAuthorityData`) before the check. On other chains it changes nothing."""
     if timeout is None:
-        return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT}))
-    return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None))
+        provider = Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT})
+    else:
+        provider = Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+    w3 = Web3(provider)
+    w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+    return w3
 
 
 def raise_decoded(exc: Exception):

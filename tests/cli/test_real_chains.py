@@ -13,10 +13,13 @@ import uuid
 
 import pytest
 from eth_account import Account
+from web3 import Web3
+from web3.exceptions import ExtraDataLengthError
 
 from shipledger import AddressBookError, ArtifactSpec, ChainStalled, Ledger
 from shipledger._internal.chain import TxSender, connect
 from shipledger.network.devnet import Anvil, dev_private_keys, free_port, rpc_call
+from rpc_proxy import RpcProxy, poa_headers
 from support import ENV, Devnet, _stop_devnet, fails, ok, one_line, run, unique
 
 MAX_AGE = 6  # seconds: room for a loaded machine to run the gate on a fresh block
@@ -117,3 +120,27 @@ def test_the_books_fees_field_overrides_the_chains_mode(dn, tmp_path):
     bad = dn.book_variant(tmp_path, "bad-fees", lambda b: b.update(fees="free"))
     with pytest.raises(AddressBookError, match="fees 'free' is not \"legacy\" or \"eip1559\""):
         Ledger.connect(dn.rpc_url, bad)
+
+
+# ---------------------------------------------------------------------- 3. PoA headers
+
+def test_poa_headers_with_long_extra_data_are_read_by_every_path(dn, tmp_path):
+    """Through a relay that gives every block a Clique-sized extraData (anvil's is empty): web3 without
+    the PoA middleware raises ExtraDataLengthError on such a block; the SDK, the CLI gate and the index
+    (plain JSON-RPC) read them."""
+    proxy = RpcProxy(dn.rpc_url, poa_headers)
+    try:
+        with pytest.raises(ExtraDataLengthError):
+            Web3(Web3.HTTPProvider(proxy.url)).eth.get_block("latest")  # the failure the middleware prevents
+        book = dn.book_variant(tmp_path, "poa", lambda b: b.update(max_block_age=3600))
+        service = unique()
+        ledger = Ledger.connect(proxy.url, book, dn.key("registrar"))
+        digest = "sha256:" + uuid.uuid4().hex * 2
+        ledger.register(ArtifactSpec(digest=digest, service=service, version="1"))  # fees read from a PoA block
+        assert ledger.gate(digest, service, ENV).reason == "no_policy"  # the block age read from one too
+        denied = dn.run("--rpc", proxy.url, "--deployment", book, "gate", "--digest", digest, "--service", service, "--env", ENV, "--json")
+        assert denied.code == 3 and denied.json()["reason"] == "no_policy"
+        ok(dn.run("--rpc", proxy.url, "--deployment", book, "index", "sync", "--db", tmp_path / "poa.sqlite", "--json"))
+        assert "eth_getBlockByNumber" in proxy.calls
+    finally:
+        proxy.stop()
