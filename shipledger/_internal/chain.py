@@ -20,7 +20,7 @@ from web3 import Web3
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound
 
-from shipledger._internal.revert import decode_revert
+from shipledger._internal.revert import decode_revert, reverted_because
 from shipledger.errors import (
     AddressBookError,
     ConnectionFailed,
@@ -305,15 +305,23 @@ class TxSender:
         self._sent.pop(tx_hash, None)
         self.saw_block(receipt.blockNumber)
         if receipt.status != 1:
-            # Replay to learn why: on the state before the block, then at the block itself, whose timestamp
-            # is the one the transaction saw (a signature valid when sent may have expired when mined).
-            for block in ((receipt.blockNumber - 1, receipt.blockNumber) if fn is not None else ()):
-                try:
-                    fn.call({"from": self.address}, block_identifier=block)
-                except Exception as exc:  # noqa: BLE001
-                    raise_decoded(exc)
-            raise ShipledgerError(f"transaction {tx_hash} reverted in block {receipt.blockNumber}")
+            where = f"transaction {tx_hash} reverted in block {receipt.blockNumber}"
+            if fn is None and not receipt.get("revertReason"):
+                raise ShipledgerError(where)
+            raise reverted_because(receipt, where, lambda block: self._replay(fn, block),
+                                   lambda: self.w3.eth.get_block_transaction_count(receipt.blockNumber))
         return TxReceipt(tx_hash=tx_hash, block_number=receipt.blockNumber, gas_used=receipt.gasUsed)
+
+    def _replay(self, fn, block: int) -> ShipledgerError | None:
+        """The decoded error of fn called at `block`, None if the call succeeds."""
+        try:
+            fn.call({"from": self.address}, block_identifier=block)
+        except Exception as exc:  # noqa: BLE001
+            try:
+                raise_decoded(exc)
+            except ShipledgerError as error:
+                return error
+        return None
 
     def transact(self, fn, gas: int | None = None) -> tuple[TxReceipt, object]:
         """Send, wait, and return (our receipt, web3's receipt for event decoding)."""

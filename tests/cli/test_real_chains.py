@@ -8,7 +8,9 @@ anvil mines only on demand: its newest block simply ages, which is how a stalled
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -16,7 +18,8 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ExtraDataLengthError
 
-from shipledger import AddressBookError, ArtifactSpec, ChainStalled, Ledger
+from shipledger import AddressBookError, ArtifactSpec, ChainStalled, ContractRevert, Ledger
+from shipledger.errors import UnknownRevert
 from shipledger._internal.chain import TxSender, connect
 from shipledger.network.devnet import Anvil, dev_private_keys, free_port, rpc_call
 from rpc_proxy import RpcProxy, poa_headers
@@ -144,3 +147,69 @@ def test_poa_headers_with_long_extra_data_are_read_by_every_path(dn, tmp_path):
         assert "eth_getBlockByNumber" in proxy.calls
     finally:
         proxy.stop()
+
+
+# ---------------------------------------------------------------------- 4. why a transaction reverted
+
+def _doomed_registration(ledger: Ledger, service: str):
+    """(fn, data) of a registration of `service` 1, which reverts once `service` 1 is registered."""
+    item = ledger.validate_spec(ArtifactSpec(digest="sha256:" + uuid.uuid4().hex * 2, service=service, version="1"))
+    fn = ledger.registry.functions.register(item)
+    return fn, fn._encode_transaction_data()
+
+
+def _revert_data(url: str, call: dict) -> str:
+    """The revert data a node gives for an eth_call, as JSON-RPC has it in error.data."""
+    request = urllib.request.Request(url, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
+                                                      "params": [call, "latest"]}).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())["error"]["data"]
+
+
+def test_a_revert_alone_in_its_block_is_replayed_on_that_block(dn):
+    ledger, service = dn.ledger("registrar"), unique()
+    ledger.register(ArtifactSpec(digest="sha256:" + uuid.uuid4().hex * 2, service=service, version="1"))
+    fn, data = _doomed_registration(ledger, service)
+    tx_hash = ledger._sender.send_data(ledger.registry.address, data, 600_000)  # own gas: no estimate to stop it
+    with pytest.raises(ContractRevert) as raised:
+        ledger._sender.wait(tx_hash, fn)
+    assert raised.value.error_name == "VersionAlreadyRegistered"
+
+
+def test_the_nodes_revert_reason_is_used_without_a_replay(dn):
+    ledger, service = dn.ledger("registrar"), unique()
+    ledger.register(ArtifactSpec(digest="sha256:" + uuid.uuid4().hex * 2, service=service, version="1"))
+    fn, data = _doomed_registration(ledger, service)
+    reason = _revert_data(dn.rpc_url, {"from": ledger._sender.address, "to": ledger.registry.address, "data": data})
+
+    def with_reason(method, params, result):  # as GoQuorum --revertreason and Besu --revert-reason-enabled give it
+        if method == "eth_getTransactionReceipt" and result and result["status"] == "0x0":
+            result["revertReason"] = reason
+        return result
+
+    proxy = RpcProxy(dn.rpc_url, with_reason)
+    try:
+        through = Ledger.connect(proxy.url, dn.book, dn.key("registrar"))
+        tx_hash = through._sender.send_data(ledger.registry.address, data, 600_000)
+        with pytest.raises(ContractRevert) as raised:
+            through._sender.wait(tx_hash, fn)
+        assert raised.value.error_name == "VersionAlreadyRegistered"
+        assert "eth_call" not in proxy.calls[proxy.calls.index("eth_getTransactionReceipt"):]
+    finally:
+        proxy.stop()
+
+
+def test_a_revert_among_other_transactions_of_its_block_says_it_cannot_know(dn):
+    ledger, service = dn.ledger("registrar"), unique()
+    first, first_data = _doomed_registration(ledger, service)  # succeeds: the first of the block
+    second, second_data = _doomed_registration(ledger, service)  # reverts: the same version, after the first
+    rpc_call(dn.rpc_url, "evm_setAutomine", [False])
+    try:
+        sender = ledger._sender
+        hashes = [sender.send_data(ledger.registry.address, d, 600_000) for d in (first_data, second_data)]
+        rpc_call(dn.rpc_url, "evm_mine", [])
+    finally:
+        rpc_call(dn.rpc_url, "evm_setAutomine", [True])
+    sender.wait(hashes[0], first)
+    with pytest.raises(UnknownRevert, match="cannot know why: the node gives no revert reason"):
+        sender.wait(hashes[1], second)
