@@ -4,6 +4,9 @@ extraData of a PoA chain's headers (Clique: 32 bytes of vanity, the signers, a 6
 
 It forwards every request to the node unchanged and hands back its reply, changed only by `edit`:
 edit(method, params, result) -> result, per call. `stop()` closes the port (a node gone away).
+Faults a node shows and anvil does not: `refuse(method, params)` -> an error message to answer a call
+with instead of forwarding it (a node's refusal), or None; `lose_sends` takes a transaction into a
+pool that is lost when the node then goes away (answers its hash, forwards nothing, and stops).
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from eth_utils import keccak
+
 from shipledger.network.devnet import free_port
 
 
 class RpcProxy:
-    def __init__(self, upstream: str, edit=None):
+    def __init__(self, upstream: str, edit=None, refuse=None):
         self.upstream = upstream
         self.edit = edit or (lambda method, params, result: result)
+        self.refuse = refuse or (lambda method, params: None)
+        self.lose_sends = False
         self.calls: list[str] = []  # methods forwarded, in order
         proxy = self
 
@@ -27,15 +34,9 @@ class RpcProxy:
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 request = json.loads(body)
-                with urllib.request.urlopen(urllib.request.Request(
-                        proxy.upstream, body, {"Content-Type": "application/json"}), timeout=30) as answer:
-                    reply = json.loads(answer.read())
-                pairs = zip(request, reply) if isinstance(request, list) else [(request, reply)]
-                for call, result in pairs:
-                    proxy.calls.append(call["method"])
-                    if "result" in result:
-                        result["result"] = proxy.edit(call["method"], call.get("params", []), result["result"])
-                out = json.dumps(reply).encode()
+                calls = request if isinstance(request, list) else [request]
+                replies = [proxy._answer(call) for call in calls]
+                out = json.dumps(replies if isinstance(request, list) else replies[0]).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
@@ -50,6 +51,23 @@ class RpcProxy:
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def _answer(self, call: dict) -> dict:
+        method, params = call["method"], call.get("params", [])
+        self.calls.append(method)
+        refusal = self.refuse(method, params)
+        if refusal:
+            return {"jsonrpc": "2.0", "id": call["id"], "error": {"code": -32000, "message": refusal}}
+        if method == "eth_sendRawTransaction" and self.lose_sends:
+            threading.Thread(target=self.stop, daemon=True).start()  # then the node goes away
+            return {"jsonrpc": "2.0", "id": call["id"], "result": "0x" + keccak(hexstr=params[0]).hex()}
+        body = json.dumps(call).encode()
+        with urllib.request.urlopen(urllib.request.Request(self.upstream, body, {"Content-Type": "application/json"}),
+                                    timeout=30) as answer:
+            reply = json.loads(answer.read())
+        if "result" in reply:
+            reply["result"] = self.edit(method, params, reply["result"])
+        return reply
 
     @property
     def url(self) -> str:

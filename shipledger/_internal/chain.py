@@ -20,6 +20,7 @@ from web3 import Web3
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound
 
+from shipledger._internal.endpoints import split_urls
 from shipledger._internal.revert import decode_revert, reverted_because
 from shipledger.errors import (
     AddressBookError,
@@ -38,17 +39,24 @@ GAS_MARGIN = 1.25  # estimates are exact for the state they ran on; leave room f
 RPC_TIMEOUT = 15  # seconds per JSON-RPC request
 
 
-def connect(rpc_url: str, timeout: float | None = None) -> Web3:
+def connect(rpc_url: str | list[str], timeout: float | None = None) -> Web3:
     """A web3 connection. With a timeout, no request waits longer and none is retried (web3 retries
-    reads up to 5 times, which would make a hung node cost five timeouts).
+    reads up to 5 times, which would make a hung node cost five timeouts). Several URLs (a list, or
+    commas): a FailoverProvider over them, each request waiting at most the timeout (default
+    RPC_TIMEOUT), not retried on the same node but on the next.
 
     PoA headers (QBFT, IBFT, Clique) carry more than the 32 bytes of extraData web3 checks for, and it
     raises ExtraDataLengthError on every block it reads: its PoA middleware moves the extra bytes
     aside (to `proofOfAuthorityData`) before the check. On other chains it changes nothing."""
-    if timeout is None:
-        provider = Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT})
+    urls = (split_urls(rpc_url) if isinstance(rpc_url, str) else list(rpc_url)) or [str(rpc_url)]
+    if len(urls) > 1:
+        from shipledger._internal.failover import FailoverProvider
+
+        provider = FailoverProvider(urls, timeout or RPC_TIMEOUT)
+    elif timeout is None:
+        provider = Web3.HTTPProvider(urls[0], request_kwargs={"timeout": RPC_TIMEOUT})
     else:
-        provider = Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+        provider = Web3.HTTPProvider(urls[0], request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
     w3 = Web3(provider)
     w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
     return w3
@@ -65,6 +73,21 @@ def raise_decoded(exc: Exception):
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
         raise ConnectionFailed(f"cannot reach the JSON-RPC node: {exc.__class__.__name__}") from None
     raise exc
+
+
+def _is_known(exc: Exception) -> bool:
+    """The node already holds this very transaction (geth/GoQuorum 'already known', Besu 'Known
+    transaction', anvil and OpenEthereum 'already imported'): a send retried after a timeout, or handed
+    to another node. Its hash is ours."""
+    text = str(exc).lower()
+    return any(s in text for s in ("already known", "known transaction", "already_known", "already imported"))
+
+
+def _is_nonce_ahead(exc: Exception) -> bool:
+    """The node refused the nonce as too far ahead (geth 'nonce too high', Besu 'Nonce too distant' /
+    NONCE_TOO_HIGH): a transaction of ours before it was dropped, so our own counter runs ahead."""
+    text = str(exc).lower()
+    return any(s in text for s in ("nonce too high", "nonce too distant", "nonce_too_high", "nonce_too_distant"))
 
 
 def _is_taken_nonce(exc: Exception) -> bool:
@@ -178,7 +201,7 @@ class TxSender:
         self._fees: dict | None = None
         self._fees_block = 0  # the block the fees were read at
         self._seen_block = 0  # the newest block a receipt has shown us
-        self._sent: dict[str, tuple] = {}  # tx hash -> (to, data, gas, nonce), to send again if superseded
+        self._sent: dict[str, tuple] = {}  # tx hash -> (to, data, gas, nonce, raw), to send again if superseded or dropped
 
     @property
     def address(self) -> str:
@@ -220,8 +243,8 @@ class TxSender:
 
     def _send_again_if_superseded(self, to: str | None, data, gas: int) -> str:
         """send_data, remembering the transaction for wait() to send again if another takes its nonce."""
-        tx_hash, nonce = self._send(to, data, gas)
-        self._sent[tx_hash] = (to, data, gas, nonce)
+        tx_hash, nonce, raw = self._send(to, data, gas)
+        self._sent[tx_hash] = (to, data, gas, nonce, raw)
         return tx_hash
 
     def send_data(self, to: str | None, data: bytes | str, gas: int, on_signed=None) -> str:
@@ -230,40 +253,61 @@ class TxSender:
         the transaction up, since the node may have it."""
         return self._send(to, data, gas, on_signed)[0]
 
-    def _send(self, to: str | None, data: bytes | str, gas: int, on_signed=None) -> tuple[str, int]:
-        """send_data's work: (the transaction hash, its nonce)."""
+    def _send(self, to: str | None, data: bytes | str, gas: int, on_signed=None) -> tuple[str, int, bytes]:
+        """send_data's work: (the transaction hash, its nonce, the signed transaction)."""
         tx = {"data": data, "gas": gas, "value": 0, "chainId": self.chain_id}
         if to is not None:
             tx["to"] = to
         repriced = False
         for attempt in range(1, SEND_ATTEMPTS + 1):
             with self._lock, key_lock(self.chain_id, self.address):
+                tx_hash = None
                 try:
                     for field in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas"):
                         tx.pop(field, None)
                     tx.update(self._fee_fields())
                     tx["nonce"] = self._fresh_nonce()
                     signed = self.account.sign_transaction(tx)
+                    tx_hash = "0x" + bytes(signed.hash).hex()
                     if on_signed is not None:
-                        on_signed("0x" + bytes(signed.hash).hex())
-                    tx_hash = "0x" + self.w3.eth.send_raw_transaction(signed.raw_transaction).hex().removeprefix("0x")
+                        on_signed(tx_hash)
+                    try:
+                        self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                    except Exception as exc:  # noqa: BLE001
+                        if not _is_known(exc):  # known: the node has this very transaction, sent
+                            raise
                     self._next_nonce = tx["nonce"] + 1
-                    return tx_hash, tx["nonce"]
+                    return tx_hash, tx["nonce"], bytes(signed.raw_transaction)
                 except Exception as exc:  # noqa: BLE001
-                    self._next_nonce = None
+                    self._next_nonce = None  # re-sync with the node's count on the next attempt
                     # Only a refusal for the nonce or the price is retried: the node did not take the
                     # transaction, so sending it again cannot record it twice. Anything else (a
                     # timeout among them: the node may have it) is raised.
+                    if _is_nonce_ahead(exc):
+                        continue  # our counter ran ahead of a dropped transaction: the node's count now
                     if is_price_refusal(exc) and not repriced:
                         self._fees, repriced = None, True  # the chain's fees moved: read them again, once
                         continue
                     if not _is_taken_nonce(exc):
                         raise_decoded(exc)
+                    if tx_hash and self._known(tx_hash):  # the nonce is taken by this very transaction: a retried send
+                        self._next_nonce = tx["nonce"] + 1
+                        return tx_hash, tx["nonce"], bytes(signed.raw_transaction)
             time.sleep(random.uniform(0, 0.05 * attempt))  # let the other sender through
         raise ShipledgerError(
             f"the node refused {SEND_ATTEMPTS} fresh nonces for {self.address}: another sender keeps "
             "using this key; try again"
         )
+
+    def _known(self, tx_hash: str) -> bool:
+        """Whether the node has this transaction, mined or pending."""
+        try:
+            self.w3.eth.get_transaction(tx_hash)
+            return True
+        except TransactionNotFound:
+            return False
+        except Exception as exc:  # noqa: BLE001
+            raise_decoded(exc)
 
     def _receipt(self, tx_hash: str):
         try:
@@ -286,18 +330,37 @@ class TxSender:
             raise_decoded(exc)
         return mined > sent[3] and self._receipt(tx_hash) is None
 
+    def _send_again_if_dropped(self, tx_hash: str) -> None:
+        """If the node no longer knows our transaction (evicted from its pool, or held by a node that went
+        away), hand it the same signed transaction again: the same hash, so it can be mined once at most."""
+        sent = self._sent.get(tx_hash)
+        if sent is None or self._known(tx_hash):
+            return
+        try:
+            self.w3.eth.send_raw_transaction(sent[4])
+        except Exception as exc:  # noqa: BLE001
+            if not (_is_known(exc) or _is_taken_nonce(exc)):  # it has it, or it was mined meanwhile
+                raise_decoded(exc)
+
     def wait(self, tx_hash: str, fn=None) -> TxReceipt:
         """Wait for the receipt; a reverted transaction raises its decoded error. If another sender's
         transaction took the nonce and ours was dropped, ours is sent again with a fresh nonce (it was
-        never recorded, so it cannot be recorded twice) and the receipt is that of the new one."""
-        sent_at = time.monotonic()
+        never recorded, so it cannot be recorded twice) and the receipt is that of the new one. If the
+        node lost ours, it gets the same signed transaction again. No receipt in receipt_timeout: the
+        next send reads the node's count again rather than our counter (ours may never be mined)."""
+        sent_at = next_look = time.monotonic()
         while (receipt := self._receipt(tx_hash)) is None:
             waited = time.monotonic() - sent_at
             if waited > SUPERSEDED_AFTER and self._superseded(tx_hash):
-                to, data, gas, _ = self._sent.pop(tx_hash)
+                to, data, gas, *_ = self._sent.pop(tx_hash)
                 tx_hash, sent_at = self._send_again_if_superseded(to, data, gas), time.monotonic()
                 continue
+            if waited > SUPERSEDED_AFTER and time.monotonic() >= next_look:
+                self._send_again_if_dropped(tx_hash)
+                next_look = time.monotonic() + SUPERSEDED_AFTER
             if waited > self.receipt_timeout:
+                with self._lock:
+                    self._next_nonce = None
                 raise TransactionTimeout(
                     f"no receipt for {tx_hash} after {self.receipt_timeout:.0f}s; it may still be mined"
                 )

@@ -12,6 +12,7 @@ import json
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 from eth_account import Account
@@ -213,3 +214,81 @@ def test_a_revert_among_other_transactions_of_its_block_says_it_cannot_know(dn):
     sender.wait(hashes[0], first)
     with pytest.raises(UnknownRevert, match="cannot know why: the node gives no revert reason"):
         sender.wait(hashes[1], second)
+
+
+# ---------------------------------------------------------------------- 5. several endpoints
+
+@pytest.fixture
+def lagging(dn):
+    """A second node of the same chain that stopped 3 or more blocks ago: anvil forked from the devnet
+    at its head now; the test then makes blocks on the devnet only."""
+    head = int(rpc_call(dn.rpc_url, "eth_blockNumber", []), 16)
+    node = Anvil.start(extra_args=("--fork-url", dn.rpc_url, "--fork-block-number", str(head)))
+    yield node
+    node.stop()
+
+
+def test_reads_skip_a_dead_node_and_one_more_than_2_blocks_behind(dn, lagging, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    service = unique()
+    digest = dn.release(service)  # registered after the fork: the lagging node does not know it
+    gate = ["gate", "--digest", digest, "--service", service, "--env", ENV, "--json"]
+    assert dn.run(*gate, "--rpc", lagging.url).json()["reason"] == "unknown_artifact"  # what a lagging read says
+    assert ok(dn.run(*gate, "--rpc", f"{dead},{lagging.url},{dn.rpc_url}"))["allowed"] is True
+    assert ok(dn.run(*gate, env={"SHIPLEDGER_RPC_URL": f"{lagging.url}, {dead}, {dn.rpc_url}"}))["allowed"] is True
+    book = dn.book_variant(tmp_path, "nodes", lambda b: b.update(nodes=[
+        {"org": "acme", "rpc_url": lagging.url, "validator": "0x" + "00" * 20},
+        {"org": "globex", "rpc_url": dn.rpc_url, "validator": "0x" + "00" * 20}]))
+    assert ok(dn.run("--deployment", book, *gate))["allowed"] is True  # the book's nodes, no --rpc
+    reader = Ledger.connect([dead, lagging.url, dn.rpc_url], dn.book)
+    assert reader.w3.provider.reads == [dn.rpc_url]
+    assert reader.gate(digest, service, ENV).allowed
+    fails(dn.run(*gate, "--rpc", f"{dead},http://127.0.0.1:{free_port()}"), 1, "cannot reach any JSON-RPC node")
+
+
+def _nodes_book(dn, tmp_path, own: str, other: str, signer_org: str) -> Path:
+    """A book whose nodes are `other` (an organisation that is not the signer's), then `own`."""
+    return dn.book_variant(tmp_path, "orgs", lambda b: b.update(nodes=[
+        {"org": "nobody-" + signer_org, "rpc_url": other, "validator": "0x" + "00" * 20},
+        {"org": signer_org, "rpc_url": own, "validator": "0x" + "00" * 20}]))
+
+
+def test_writes_go_to_the_signers_own_node_and_on_to_another_when_it_goes_away(dn, tmp_path):
+    org = dn.account("approver", 1)["org"]
+    own, other = RpcProxy(dn.rpc_url), RpcProxy(dn.rpc_url)
+    try:
+        book = _nodes_book(dn, tmp_path, own.url, other.url, org)
+        service = unique()
+        dn.set_policy(service)
+        digests = [dn.register(service, f"1.{n}") for n in range(2)]
+        approve = ["--deployment", book, "approve", "--service", service, "--env", ENV, "--json", "--digest"]
+        ok(dn.as_("approver", *approve, digests[0], index=1))
+        assert "eth_sendRawTransaction" in own.calls and "eth_sendRawTransaction" not in other.calls
+        own.stop()  # the organisation's node goes away: the next command writes through another
+        ok(dn.as_("approver", *approve, digests[1], index=1))
+        assert "eth_sendRawTransaction" in other.calls
+        approvals = dn.history(service, "approved")
+        assert sorted(e.fields["digest"] for e in approvals) == sorted("0x" + d.removeprefix("sha256:") for d in digests)
+    finally:
+        own.stop()
+        other.stop()
+
+
+def test_a_transaction_lost_with_a_node_that_went_away_is_handed_to_another_and_recorded_once(dn, tmp_path):
+    org = dn.account("approver", 0)["org"]
+    own, other = RpcProxy(dn.rpc_url), RpcProxy(dn.rpc_url)
+    try:
+        book = _nodes_book(dn, tmp_path, own.url, other.url, org)
+        service = unique()
+        dn.set_policy(service)
+        digest = dn.register(service)
+        ledger = Ledger.connect([other.url, own.url], book, dn.key("approver", 0))
+        assert ledger.w3.provider.writes == [own.url, other.url]
+        own.lose_sends = True  # takes the vote, answers its hash, and goes away before passing it on
+        receipt = ledger.approve(digest, service, ENV)
+        assert receipt.block_number > 0 and "eth_sendRawTransaction" in other.calls
+        approvals = [e for e in dn.history(service, "approved") if e.fields["digest"] == "0x" + digest.removeprefix("sha256:")]
+        assert len(approvals) == 1
+    finally:
+        own.stop()
+        other.stop()
