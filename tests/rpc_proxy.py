@@ -5,8 +5,10 @@ extraData of a PoA chain's headers (Clique: 32 bytes of vanity, the signers, a 6
 It forwards every request to the node unchanged and hands back its reply, changed only by `edit`:
 edit(method, params, result) -> result, per call. `stop()` closes the port (a node gone away).
 Faults a node shows and anvil does not: `refuse(method, params)` -> an error message to answer a call
-with instead of forwarding it (a node's refusal), or None; `lose_sends` takes a transaction into a
-pool that is lost when the node then goes away (answers its hash, forwards nothing, and stops).
+with instead of forwarding it (a node's refusal), or None; `lose_sends` answers a transaction's hash
+and forwards nothing (a pool that lost it), and with `go_away_after_send` then stops (a node that went
+away before passing it on); `lose_answers` forwards a transaction and drops the connection instead of
+answering (the node took it, the answer never came).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class RpcProxy:
         self.upstream = upstream
         self.edit = edit or (lambda method, params, result: result)
         self.refuse = refuse or (lambda method, params: None)
-        self.lose_sends = False
+        self.lose_sends = self.go_away_after_send = self.lose_answers = False
         self.calls: list[str] = []  # methods forwarded, in order
         proxy = self
 
@@ -36,6 +38,9 @@ class RpcProxy:
                 request = json.loads(body)
                 calls = request if isinstance(request, list) else [request]
                 replies = [proxy._answer(call) for call in calls]
+                if proxy.lose_answers and any(c["method"] == "eth_sendRawTransaction" for c in calls):
+                    self.close_connection = True  # forwarded, and no answer
+                    return
                 out = json.dumps(replies if isinstance(request, list) else replies[0]).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -59,7 +64,8 @@ class RpcProxy:
         if refusal:
             return {"jsonrpc": "2.0", "id": call["id"], "error": {"code": -32000, "message": refusal}}
         if method == "eth_sendRawTransaction" and self.lose_sends:
-            threading.Thread(target=self.stop, daemon=True).start()  # then the node goes away
+            if self.go_away_after_send:
+                threading.Thread(target=self.stop, daemon=True).start()
             return {"jsonrpc": "2.0", "id": call["id"], "result": "0x" + keccak(hexstr=params[0]).hex()}
         body = json.dumps(call).encode()
         with urllib.request.urlopen(urllib.request.Request(self.upstream, body, {"Content-Type": "application/json"}),

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from eth_account.typed_transactions import TypedTransaction
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ExtraDataLengthError
 
 from shipledger import AddressBookError, ArtifactSpec, ChainStalled, ContractRevert, Ledger
-from shipledger.errors import UnknownRevert
+from shipledger.errors import TransactionTimeout, UnknownRevert
 from shipledger._internal.chain import TxSender, connect
 from shipledger.network.devnet import Anvil, dev_private_keys, free_port, rpc_call
 from rpc_proxy import RpcProxy, poa_headers
@@ -284,7 +286,7 @@ def test_a_transaction_lost_with_a_node_that_went_away_is_handed_to_another_and_
         digest = dn.register(service)
         ledger = Ledger.connect([other.url, own.url], book, dn.key("approver", 0))
         assert ledger.w3.provider.writes == [own.url, other.url]
-        own.lose_sends = True  # takes the vote, answers its hash, and goes away before passing it on
+        own.lose_sends = own.go_away_after_send = True  # takes the vote, answers its hash, goes away before passing it on
         receipt = ledger.approve(digest, service, ENV)
         assert receipt.block_number > 0 and "eth_sendRawTransaction" in other.calls
         approvals = [e for e in dn.history(service, "approved") if e.fields["digest"] == "0x" + digest.removeprefix("sha256:")]
@@ -292,3 +294,68 @@ def test_a_transaction_lost_with_a_node_that_went_away_is_handed_to_another_and_
     finally:
         own.stop()
         other.stop()
+
+
+# ---------------------------------------------------------------------- 6. nonces
+
+def test_a_send_whose_answer_was_lost_is_not_sent_again_with_a_fresh_nonce(dn):
+    """The node took the vote and the answer never came: the send goes to the next node, which says the
+    nonce is taken (anvil mined it at once). The hash is ours: it was sent, and it is recorded once."""
+    first, second = RpcProxy(dn.rpc_url), RpcProxy(dn.rpc_url)
+    try:
+        service = unique()
+        dn.set_policy(service)
+        digest = dn.register(service)
+        ledger = Ledger.connect([first.url, second.url], dn.book, dn.key("approver", 0))
+        first.lose_answers = True
+        ledger.approve(digest, service, ENV)
+        assert "eth_sendRawTransaction" in second.calls
+        approvals = [e for e in dn.history(service, "approved") if e.fields["digest"] == "0x" + digest.removeprefix("sha256:")]
+        assert len(approvals) == 1
+    finally:
+        first.stop()
+        second.stop()
+
+
+def _nonce_of(raw: str) -> int:
+    return TypedTransaction.from_bytes(HexBytes(raw)).as_dict()["nonce"]
+
+
+def test_a_nonce_too_distant_re_syncs_with_the_node(dn):
+    """Besu refuses a nonce beyond the next one ("Nonce too distant"; geth "nonce too high") where anvil
+    queues it: a relay refuses as Besu does. A counter run ahead (transactions it counted were lost)
+    re-syncs with the node's count and the transaction goes through."""
+    account = dn.account("outsider")["address"]
+
+    def as_besu(method, params):
+        if method == "eth_sendRawTransaction":
+            pending = int(rpc_call(dn.rpc_url, "eth_getTransactionCount", [account, "pending"]), 16)
+            if _nonce_of(params[0]) > pending:
+                return "Nonce too distant"
+        return None
+
+    proxy = RpcProxy(dn.rpc_url, refuse=as_besu)
+    try:
+        w3 = connect(proxy.url)
+        sender = TxSender(w3, Account.from_key(dn.key("outsider")), 31337)
+        sender._next_nonce = w3.eth.get_transaction_count(account, "pending") + 3  # three sends it counted were lost
+        mined = _transfer(sender, w3)
+        assert mined["nonce"] == w3.eth.get_transaction_count(account) - 1
+    finally:
+        proxy.stop()
+
+
+def test_after_a_receipt_timeout_the_next_send_takes_the_nodes_count(dn):
+    proxy = RpcProxy(dn.rpc_url)
+    try:
+        w3 = connect(proxy.url)
+        sender = TxSender(w3, Account.from_key(dn.key("outsider")), 31337, receipt_timeout=1.5)
+        proxy.lose_sends = True  # the pool loses it, and again when it is handed over again
+        with pytest.raises(TransactionTimeout):
+            sender.wait(sender.send_data("0x" + "11" * 20, b"", 21000))
+        proxy.lose_sends = False
+        before = w3.eth.get_transaction_count(sender.address)
+        mined = _transfer(sender, w3)  # our counter says before + 1, which would wait forever behind the gap
+        assert mined["nonce"] == before
+    finally:
+        proxy.stop()
