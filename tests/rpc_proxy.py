@@ -24,10 +24,11 @@ from shipledger.network.devnet import free_port
 
 
 class RpcProxy:
-    def __init__(self, upstream: str, edit=None, refuse=None):
+    def __init__(self, upstream: str, edit=None, refuse=None, before=None):
         self.upstream = upstream
         self.edit = edit or (lambda method, params, result: result)
         self.refuse = refuse or (lambda method, params: None)
+        self.before = before or (lambda call: call)  # before(call) -> the call to forward (a node's other reading)
         self.lose_sends = self.go_away_after_send = self.lose_answers = False
         self.calls: list[str] = []  # methods forwarded, in order
         proxy = self
@@ -58,6 +59,7 @@ class RpcProxy:
         self.thread.start()
 
     def _answer(self, call: dict) -> dict:
+        call = self.before(call)
         method, params = call["method"], call.get("params", [])
         self.calls.append(method)
         refusal = self.refuse(method, params)

@@ -21,6 +21,7 @@ from web3.middleware import ExtraDataToPOAMiddleware
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound
 
 from shipledger._internal.endpoints import split_urls
+from shipledger._internal.journal import Journal, call_key
 from shipledger._internal.revert import decode_revert, reverted_because
 from shipledger.errors import (
     AddressBookError,
@@ -198,6 +199,7 @@ class TxSender:
         self._lock = threading.Lock()
         self._next_nonce: int | None = None
         self.fee_mode = fee_mode
+        self._journal = Journal(state_home(), chain_id, account.address)
         self._fees: dict | None = None
         self._fees_block = 0  # the block the fees were read at
         self._seen_block = 0  # the newest block a receipt has shown us
@@ -242,10 +244,43 @@ class TxSender:
         return self._send_again_if_superseded(tx.get("to"), tx["data"], tx["gas"])  # no "to": a contract creation
 
     def _send_again_if_superseded(self, to: str | None, data, gas: int) -> str:
-        """send_data, remembering the transaction for wait() to send again if another takes its nonce."""
-        tx_hash, nonce, raw = self._send(to, data, gas)
+        """send_data, remembering the transaction for wait() to send again if another takes its nonce,
+        and in the journal, so that a retry of the same call (another process) sends it again rather than
+        a new one. A journalled transaction of the same call still unmined is what is sent."""
+        key = call_key(to, data)
+        earlier = self._resend_journalled(key)
+        if earlier is not None:
+            tx_hash, nonce, raw = earlier
+        else:
+            tx_hash, nonce, raw = self._send(to, data, gas)
+            with key_lock(self.chain_id, self.address):
+                self._journal.add(key, tx_hash, raw, nonce)
         self._sent[tx_hash] = (to, data, gas, nonce, raw)
         return tx_hash
+
+    def _resend_journalled(self, key: str) -> tuple[str, int, bytes] | None:
+        """The journal's unmined transaction of this call, handed to the node again (it may not have
+        it: another node's pool, a node restarted); None when there is none or it can never be mined."""
+        with self._lock, key_lock(self.chain_id, self.address):
+            entry = self._journal.find(key)
+            if entry is None:
+                return None
+            raw = bytes.fromhex(entry["raw"].removeprefix("0x"))
+            if self._receipt(entry["hash"]) is not None:
+                # mined, and the caller's read of the ledger still asks for a new one (a vote withdrawn
+                # since, say): this entry is history, not a send in flight
+                self._journal.forget(entry["hash"])
+                return None
+            if not self._known(entry["hash"]):
+                try:
+                    self.w3.eth.send_raw_transaction(raw)
+                except Exception as exc:  # noqa: BLE001
+                    if _is_taken_nonce(exc) and not self._known(entry["hash"]):
+                        self._journal.forget(entry["hash"])  # another transaction has its nonce: never mined
+                        return None
+                    if not _is_known(exc):
+                        raise_decoded(exc)
+            return entry["hash"], entry["nonce"], raw
 
     def send_data(self, to: str | None, data: bytes | str, gas: int, on_signed=None) -> str:
         """Sign and send a call whose data is already encoded (bulk paths skip web3's slow encoder).
@@ -353,6 +388,8 @@ class TxSender:
             waited = time.monotonic() - sent_at
             if waited > SUPERSEDED_AFTER and self._superseded(tx_hash):
                 to, data, gas, *_ = self._sent.pop(tx_hash)
+                with key_lock(self.chain_id, self.address):
+                    self._journal.forget(tx_hash)  # never mined: its nonce is another's
                 tx_hash, sent_at = self._send_again_if_superseded(to, data, gas), time.monotonic()
                 continue
             if waited > SUPERSEDED_AFTER and time.monotonic() >= next_look:
@@ -366,6 +403,8 @@ class TxSender:
                 )
             time.sleep(RECEIPT_POLL)
         self._sent.pop(tx_hash, None)
+        with key_lock(self.chain_id, self.address):
+            self._journal.forget(tx_hash)
         self.saw_block(receipt.blockNumber)
         if receipt.status != 1:
             where = f"transaction {tx_hash} reverted in block {receipt.blockNumber}"

@@ -9,6 +9,7 @@ anvil mines only on demand: its newest block simply ages, which is how a stalled
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 import uuid
@@ -357,5 +358,41 @@ def test_after_a_receipt_timeout_the_next_send_takes_the_nodes_count(dn):
         before = w3.eth.get_transaction_count(sender.address)
         mined = _transfer(sender, w3)  # our counter says before + 1, which would wait forever behind the gap
         assert mined["nonce"] == before
+    finally:
+        proxy.stop()
+
+
+# ---------------------------------------------------------------------- 7. the journal of sent transactions
+
+def test_a_retry_where_pending_means_latest_sends_the_journalled_transaction_again(dn, monkeypatch, tmp_path):
+    """Besu answers "pending" reads from the latest block: a retried register does not see the first
+    attempt still in the pool. The journal does: the retry waits for that same transaction, and the
+    artifact is registered once, by one transaction."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+    def pending_is_latest(call):
+        params = call.get("params", [])
+        if call["method"] in ("eth_call", "eth_getTransactionCount") and params and params[-1] == "pending":
+            call = {**call, "params": [*params[:-1], "latest"]}
+        return call
+
+    proxy = RpcProxy(dn.rpc_url, before=pending_is_latest)
+    spec = ArtifactSpec(digest="sha256:" + uuid.uuid4().hex * 2, service=unique(), version="1")
+    nonce_before = dn.nonce("registrar")
+    try:
+        rpc_call(dn.rpc_url, "evm_setAutomine", [False])
+        try:
+            crashed = Ledger.connect(proxy.url, dn.book, dn.key("registrar"))
+            # then the process dies; its own gas: a retry signing anew would not sign the very same transaction
+            crashed._sender.send(crashed.registry.functions.register(crashed.validate_spec(spec)), gas=600_000)
+            retry = Ledger.connect(proxy.url, dn.book, dn.key("registrar"))
+            threading.Timer(1.0, rpc_call, (dn.rpc_url, "evm_mine", [])).start()
+            receipt = retry.register(spec)
+        finally:
+            rpc_call(dn.rpc_url, "evm_setAutomine", [True])
+        assert receipt is not None and receipt.block_number > 0
+        assert dn.nonce("registrar") - nonce_before == 1  # one transaction, the first attempt's
+        assert [e.kind for e in dn.history(spec.service)].count("registered") == 1
+        assert not (tmp_path / "state" / "shipledger" / "journal").glob("*.jsonl").__next__().read_text()  # mined: forgotten
     finally:
         proxy.stop()
