@@ -6,6 +6,7 @@ The SDK users import: `Ledger` (client.py), the types it returns (models.py) and
 
 from shipledger.errors import (
     AddressBookError,
+    ChainStalled,
     ConnectionFailed,
     ContractRevert,
     Denied,
@@ -21,7 +22,7 @@ _MODELS = ("Artifact", "ArtifactSpec", "BatchResult", "Deployment", "GateResult"
 _CLIENT = ("Ledger", "sign_approval")
 
 __all__ = [
-    "AddressBookError", "Artifact", "ArtifactSpec", "BatchResult", "ConnectionFailed", "ContractRevert", "Denied",
+    "AddressBookError", "Artifact", "ArtifactSpec", "BatchResult", "ChainStalled", "ConnectionFailed", "ContractRevert", "Denied",
     "Deployment", "GateResult", "HistoryEvent", "Incident", "InvalidInput", "Ledger", "PathError", "Policy",
     "ShipledgerError", "SignedApproval", "TargetState", "TransactionTimeout", "TxReceipt", "UsageError",
     "Vote", "sign_approval",

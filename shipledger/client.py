@@ -24,6 +24,8 @@ from shipledger._internal.book import load_address_book
 from shipledger._internal.chain import TxSender, call, connect, raise_decoded
 from shipledger._internal.revert import canonical_type
 from shipledger._internal.rpc import LOG_RANGE, log_ranges  # noqa: F401 - LOG_RANGE was defined here
+from shipledger._internal.endpoints import HEAD_TIMEOUT, in_sync, split_urls, write_order
+from shipledger._internal.freshness import check_block_age, max_block_age
 from shipledger._internal.gatecall import decode_gate_result, encode_gate_call, policy_name_of_key
 from shipledger._internal.names import check_name, format_digest, parse_address, parse_digest
 from shipledger.errors import AddressBookError, ConnectionFailed, Denied, NoSigner, UsageError, revert_error
@@ -309,7 +311,7 @@ class Ledger:
             address=Web3.to_checksum_address(book["contracts"]["Governance"]["address"]),
             abi=artifacts.abi("Governance"),
         )
-        self._sender = TxSender(w3, signer, self.chain_id, receipt_timeout) if signer else None
+        self._sender = TxSender(w3, signer, self.chain_id, receipt_timeout, fee_mode=book.get("fees")) if signer else None
 
     # ------------------------------------------------------------------ connecting
 
@@ -324,7 +326,12 @@ class Ledger:
         """Connect and check the address book: same chain id, code at every address. rpc_timeout:
         the most any request waits for the node, not retried (default 15 s, retried by web3)."""
         book = load_address_book(deployment)
-        w3 = connect(rpc_url, rpc_timeout)
+        urls = split_urls(rpc_url) if isinstance(rpc_url, str) else list(rpc_url)
+        reads = in_sync(urls, rpc_timeout or HEAD_TIMEOUT) if len(urls) > 1 else urls
+        rpc_url = ",".join(urls)  # for messages
+        w3 = connect(urls, rpc_timeout)
+        if len(urls) > 1:
+            w3.provider.reads = reads  # the writes keep every node, in the given order until the signer is known
         try:
             chain_id = w3.eth.chain_id
         except Exception as exc:  # noqa: BLE001
@@ -341,7 +348,18 @@ class Ledger:
             signer = Account.from_key(signer)
         ledger = cls(w3, book, signer, **options)
         ledger.rpc_timeout = rpc_timeout
+        if len(urls) > 1 and signer is not None:
+            w3.provider.writes = write_order(urls, book, ledger._organisation_name(signer.address))
         return ledger
+
+    def _organisation_name(self, address: str) -> str | None:
+        """The name of the organisation `address` is a member of (as the book's nodes[].org names
+        it), None for none. Only a signer with several endpoints asks: its writes go to its own node."""
+        org = self.organisation_of(address) or self.steward_organisation(address)
+        if not org:
+            return None
+        added = self.events("OrganisationAdded", org.to_bytes(32, "big"))
+        return added[-1]["name"] if added else None
 
     @classmethod
     def deploy_suite(
@@ -772,8 +790,13 @@ class Ledger:
     # ------------------------------------------------------------------ gate
 
     def gate(self, digest: str, service: str, environment: str) -> GateResult:
+        """The ledger's answer now. ChainStalled (never an answer) when the newest block is older than
+        the address book's max_block_age: a stalled chain's nodes still answer, from a stale head."""
         data = encode_gate_call(parse_digest(digest), check_name("service", service), check_name("environment", environment))
+        limit = max_block_age(self.book)
         try:
+            if limit is not None:
+                check_block_age(self.w3.eth.get_block("latest")["timestamp"], limit)
             answer = self.w3.eth.call({"to": self.ledger.address, "data": data})
         except Exception as exc:  # noqa: BLE001
             raise_decoded(exc)

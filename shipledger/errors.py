@@ -36,6 +36,11 @@ class ConnectionFailed(ShipledgerError):
     """The JSON-RPC node cannot be reached or answered garbage."""
 
 
+class ChainStalled(ConnectionFailed):
+    """The newest block is older than the address book's max_block_age: the chain has stopped, and any
+    answer read from it is stale (the gate fails closed: exit 1, never allowed)."""
+
+
 class AddressBookError(ShipledgerError):
     """The deployment address book is missing, malformed, for another chain, or points at no code."""
 

@@ -24,7 +24,7 @@ from eth_utils import keccak, to_checksum_address
 
 from shipledger._internal.chain import GAS_MARGIN
 from shipledger._internal.names import format_digest
-from shipledger._internal.revert import decode_revert
+from shipledger._internal.revert import decode_revert, reverted_because
 from shipledger._internal.rpc import Rpc, error_text
 from shipledger.errors import ConnectionFailed, ShipledgerError, TransactionTimeout, UsageError, revert_error
 from shipledger.models import BatchResult, TxReceipt
@@ -235,6 +235,12 @@ class RegistrationBatch:
         i = self._item_of_error(*decoded)
         return self._labelled(i, error) if i is not None else error
 
+    def _replay(self, chunk: _Chunk, block: int) -> ShipledgerError | None:
+        """The chunk's call at `block`: its decoded revert, None if it succeeds or says nothing decodable."""
+        call = {"from": self.sender.address, "to": self.registry, "data": self._data(chunk)}
+        [reply] = self.rpc.replies([("eth_call", [call, hex(block)])])
+        return self._error(reply, chunk) if "error" in reply and _revert_of(reply) else None
+
     def _span(self, chunk: _Chunk) -> str:
         first, last = self.labels[chunk.items[0]], self.labels[chunk.items[-1]]
         return first if first == last else f"{first} to {last}"
@@ -309,6 +315,7 @@ class RegistrationBatch:
 
     def _apply(self, chunk: _Chunk, receipt: dict, explain: bool = True) -> None:
         block = int(receipt["blockNumber"], 16)
+        self.sender.saw_block(block)
         chunk.receipt = TxReceipt(chunk.tx_hash, block, int(receipt["gasUsed"], 16))
         if int(receipt.get("status", "0x1"), 16) == 1:
             chunk.state = "confirmed"
@@ -322,11 +329,10 @@ class RegistrationBatch:
         chunk.state = "reverted"
         if self._failure is None:
             self._failure = ShipledgerError(f"the transaction for {self._span(chunk)} ({chunk.tx_hash}) reverted in block {block}")
-            if explain:  # replay it on the state it ran on to learn why
-                call = {"from": self.sender.address, "to": self.registry, "data": self._data(chunk)}
-                [reply] = self.rpc.replies([("eth_call", [call, hex(block - 1)])])
-                if "error" in reply and _revert_of(reply):
-                    self._failure = self._error(reply, chunk)
+            if explain:  # the node's revert reason, or a replay where one can be trusted
+                where = f"the transaction for {self._span(chunk)} ({chunk.tx_hash}) reverted in block {block}"
+                self._failure = reverted_because(receipt, where, lambda at: self._replay(chunk, at),
+                                                 lambda: int(self.rpc.call("eth_getBlockTransactionCountByNumber", [hex(block)]), 16))
 
     def _collect(self) -> None:
         """One poll of the receipts of everything in flight; waits a little if none has arrived."""

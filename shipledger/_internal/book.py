@@ -10,7 +10,10 @@ from pathlib import Path
 
 from shipledger._internal import artifacts
 from shipledger._internal.abi import checksum_address
+from shipledger._internal.freshness import max_block_age
 from shipledger.errors import AddressBookError
+
+FEE_MODES = ("legacy", "eip1559")  # the book's optional "fees": how transactions are priced (default: as the chain's blocks say)
 
 
 def load_address_book(deployment: str | Path | dict) -> dict:
@@ -42,4 +45,7 @@ def load_address_book(deployment: str | Path | dict) -> dict:
         except (TypeError, ValueError):
             problem = "is missing" if address is None else f"{address!r} is not an address"
             raise AddressBookError(f"{where} is malformed: contracts.{name}.address {problem}") from None
+    max_block_age(book)  # a bad value is refused here, not first at the gate
+    if book.get("fees") not in (None, *FEE_MODES):
+        raise AddressBookError(f'{where} is malformed: fees {book["fees"]!r} is not "legacy" or "eip1559"')
     return book

@@ -194,7 +194,8 @@ def build_parser(only: str | None = None):
 
     _untranslated(argparse)
     common = ArgumentParser(add_help=False)
-    common.add_argument("--rpc", default=argparse.SUPPRESS, help="JSON-RPC URL (env SHIPLEDGER_RPC_URL)")
+    common.add_argument("--rpc", default=argparse.SUPPRESS, metavar="URL[,URL...]",
+                        help="JSON-RPC URL, or one node per organisation comma-separated (env SHIPLEDGER_RPC_URL)")
     common.add_argument("--deployment", default=argparse.SUPPRESS, help="address book (env SHIPLEDGER_DEPLOYMENT; default deployments/devnet.json)")
     common.add_argument("--key-env", default=argparse.SUPPRESS, metavar="VAR", help="environment variable holding the private key (default SHIPLEDGER_PRIVATE_KEY)")
     common.add_argument("--keystore", default=argparse.SUPPRESS, metavar="FILE", help="encrypted keystore (password from SHIPLEDGER_KEYSTORE_PASSWORD or a prompt)")

@@ -14,9 +14,9 @@ from pathlib import Path
 from shipledger.cli import EXIT_DENIED, EXIT_OK, emit, tx_data
 from shipledger.cli.shared import (
     SERVICE_HELP, artifact_args, artifact_digest, book_path, counted, duration, file_digest, load_signer, open_ledger,
-    output_path, rpc_url, target_args, warn_case_twins,
+    output_path, rpc_urls, target_args, warn_case_twins,
 )
-from shipledger.errors import AddressBookError, NothingRecorded, UsageError, gate_sentence, path_error
+from shipledger.errors import AddressBookError, ConnectionFailed, NothingRecorded, UsageError, gate_sentence, path_error
 
 
 def asdict(value) -> dict:
@@ -31,6 +31,8 @@ GATE_TIMEOUT = 15  # seconds for the node's answer unless --timeout says otherwi
 
 
 def cmd_gate(args) -> int:
+    from shipledger._internal.endpoints import in_sync
+    from shipledger._internal.freshness import check_block_age, max_block_age
     from shipledger._internal.gatecall import decode_gate_answer, encode_gate_call
     from shipledger._internal.rpc import quick_batch
     from shipledger._internal.names import check_name, parse_digest
@@ -53,18 +55,35 @@ def cmd_gate(args) -> int:
         # the gate checks the book's shape without eth_utils (its start-up time counts)
         raise AddressBookError(f"address book {path} is malformed: it needs a numeric chain_id and"
                                " contracts.DeploymentLedger.address") from None
-    chain_id, code, answer = quick_batch(rpc_url(args, book), [
+    limit = max_block_age(book)
+    calls = [
         ("eth_chainId", []),
         ("eth_getCode", [ledger_address, "latest"]),
         ("eth_call", [{"to": ledger_address, "data": "0x" + call.hex()}, "latest"]),
-    ], timeout=args.timeout or GATE_TIMEOUT)
+    ]
+    if limit is not None:  # the newest block's time, in the same request: a stalled chain's answer is stale
+        calls.append(("eth_getBlockByNumber", ["latest", False]))
+    timeout = args.timeout or GATE_TIMEOUT
+    urls = rpc_urls(args, book)
+    nodes = in_sync(urls, timeout) if len(urls) > 1 else urls
+    for url in nodes:  # a node that goes away between the head check and the gate: the next in sync
+        try:
+            chain_id, code, answer, *newest = quick_batch(url, calls, timeout=timeout)
+            break
+        except ConnectionFailed:
+            if url == nodes[-1]:
+                raise
     if int(chain_id, 16) != expected_chain:
         raise AddressBookError(f"the address book is for chain {expected_chain} but the node is chain {int(chain_id, 16)}")
+    if newest:
+        if not isinstance(newest[0], dict) or "timestamp" not in newest[0]:
+            raise ConnectionFailed("the node gave no newest block: cannot tell whether the chain is making blocks")
+        check_block_age(newest[0]["timestamp"], limit)
     if code in ("0x", ""):
         raise AddressBookError(f"no contract code at {ledger_address} on chain {expected_chain}")
     allowed, reason, details = decode_gate_answer(bytes.fromhex(answer.removeprefix("0x")))
     if "environment_key" in details or "attestation_key" in details:  # a name the answer holds by hash: name it
-        details = _name_policy_key(details, book, rpc_url(args, book), args.service, args.env)
+        details = _name_policy_key(details, book, url, args.service, args.env)
     emit(args, {"allowed": allowed, "reason": reason, "details": details, "digest": digest},
          f"{'ALLOWED' if allowed else 'DENIED'}: {args.service} {digest} to {args.env}: {gate_sentence(reason, details)}")
     return EXIT_OK if allowed else EXIT_DENIED

@@ -82,10 +82,11 @@ def wallet_rpc_url(given: str | None, node_url: str) -> str | None:
 
 def cmd_serve(args) -> int:
     from shipledger._internal.book import load_address_book
+    from shipledger._internal.freshness import max_block_age as book_max_block_age
     from shipledger.compliance.index import DEFAULT_DB
 
     host, port = listen_address(args.listen)
-    if args.max_lag < 0 or args.max_block_age < 0 or args.relay_rate <= 0:
+    if args.max_lag < 0 or (args.max_block_age or 0) < 0 or args.relay_rate <= 0:
         raise UsageError("--max-lag and --max-block-age must be 0 or more, --relay-rate more than 0")
     key = None
     if args.relayer_key_env:
@@ -116,8 +117,8 @@ def cmd_serve(args) -> int:
     from shipledger.server.state import Config, State
 
     config = Config(rpc_url=rpc_url(args, book), book=book, db=args.db or DEFAULT_DB, max_lag=args.max_lag,
-                    max_block_age=args.max_block_age, relayer_key=key, relay_rate=args.relay_rate, admission=admission,
-                    observations_token=observations_token,
+                    max_block_age=(book_max_block_age(book) or 0) if args.max_block_age is None else args.max_block_age,
+                    relayer_key=key, relay_rate=args.relay_rate, admission=admission, observations_token=observations_token,
                     wallet_rpc_url=wallet_rpc_url(args.wallet_rpc_url, rpc_url(args, book)))
     State(config).close()  # connect and bind the index now, so a wrong book or node is exit 1 before listening
     integrations = hooks(args, Path(config.db))
@@ -185,9 +186,10 @@ def add_commands(parsers) -> None:
     p.add_argument("--json-logs", action="store_true", help="log one JSON object per line on stderr")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--max-lag", type=int, default=5, metavar="N", help="/readyz fails while the index trails the chain by more than N blocks (default 5)")
-    p.add_argument("--max-block-age", type=float, default=0, metavar="SECONDS",
+    p.add_argument("--max-block-age", type=float, default=None, metavar="SECONDS",
                    help="a newest block older than this is a stalled chain: /readyz fails and the gate answers 503 "
-                        "(default 0: off, for a devnet that mines only on demand; set it on a chain with a block time)")
+                        "(default: the address book's max_block_age; none there, as for a devnet that mines only on "
+                        "demand: off; 0: off)")
     p.add_argument("--wallet-rpc-url", default=None, metavar="URL",
                    help="the node URL the web app asks a wallet to add when it does not know the chain (default: the "
                         "server's node URL, unless it has user info, a path or a query)")

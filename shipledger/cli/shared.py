@@ -149,8 +149,19 @@ def book_path(args) -> Path:
     raise AddressBookError("no address book: pass --deployment FILE, set SHIPLEDGER_DEPLOYMENT, or run `shipledger devnet up`")
 
 
+def rpc_urls(args, book: dict | None = None) -> list[str]:
+    """The JSON-RPC endpoints: --rpc, else SHIPLEDGER_RPC_URL (either may list several, comma-separated),
+    else the address book's nodes[].rpc_url or rpc_url, else the devnet's."""
+    from shipledger._internal.endpoints import endpoint_urls
+
+    return endpoint_urls(args.rpc or os.environ.get("SHIPLEDGER_RPC_URL"), book, DEFAULT_RPC)
+
+
 def rpc_url(args, book: dict | None = None) -> str:
-    return args.rpc or os.environ.get("SHIPLEDGER_RPC_URL") or (book or {}).get("rpc_url") or DEFAULT_RPC
+    """One endpoint, for a command that opens one connection: the first listed that is in sync."""
+    from shipledger._internal.endpoints import HEAD_TIMEOUT, in_sync
+
+    return in_sync(rpc_urls(args, book), getattr(args, "timeout", None) or HEAD_TIMEOUT)[0]
 
 
 def load_signer(args):
@@ -200,7 +211,7 @@ def open_ledger(args, need_signer: bool = True):
     signer = load_signer(args)
     if need_signer and signer is None:
         raise UsageError(f"this command sends a transaction: set ${args.key_env} or pass --keystore FILE")
-    return Ledger.connect(rpc_url(args, book), book, signer, rpc_timeout=args.timeout)
+    return Ledger.connect(rpc_urls(args, book), book, signer, rpc_timeout=args.timeout)
 
 
 def warn_case_twins(ledger, services=(), environments=()) -> None:

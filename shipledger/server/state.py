@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shipledger._internal.freshness import stall_sentence
 from shipledger.errors import ConnectionFailed, ShipledgerError
 
 POLL_INTERVAL = 0.25  # seconds between eth_getBlockByNumber("latest") polls
@@ -133,8 +134,8 @@ class State:
             raise ConnectionFailed(f"cannot decide: no recent answer from the node ({head.error})")
         age = self.block_age()
         if self.config.max_block_age and age is not None and age > self.config.max_block_age:
-            raise ConnectionFailed(f"cannot decide: the chain has stalled (newest block {head.number} is {age:.0f} s old, "
-                                   f"more than {self.config.max_block_age:g} s)")
+            raise ConnectionFailed(f"cannot decide: the chain has stalled at block {head.number}: "
+                                   + stall_sentence(age, self.config.max_block_age))
         return head.number
 
     def block_age(self) -> float | None:

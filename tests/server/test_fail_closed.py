@@ -29,6 +29,22 @@ def test_stalled_chain_is_not_ready_and_the_gate_cannot_decide(dn):
         srv.stop()
 
 
+def test_the_servers_stall_limit_defaults_to_the_address_books(dn, tmp_path):
+    service = unique()
+    digest = dn.release(service)
+    url = "/v1/gate?" + urlencode({"digest": digest, "service": service, "environment": ENV})
+    book = dn.book_variant(tmp_path, "stall", lambda b: b.update(max_block_age=2))
+    srv = Server(dn, "--deployment", str(book), ready=False)
+    try:
+        dn.register(unique())
+        assert srv.until(url, lambda a: a.status == 200).json()["allowed"] is True
+        time.sleep(2.5)
+        failure = error_of(srv.until(url, lambda a: a.status == 503), 503)
+        assert "the chain has made no block for" in failure["message"] and "(max_block_age 2 s)" in failure["message"]
+    finally:
+        srv.stop()
+
+
 def test_gate_answers_503_with_the_node_stopped(dn):
     service = unique()
     digest = dn.release(service)
