@@ -42,6 +42,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -633,6 +634,36 @@ def _check_version(db: sqlite3.Connection, path: Path, version) -> None:
         raise IndexMismatch(f"{path} is not an index (it has no schema version)")
 
 
+def _open_writable(path: Path, timeout: float = 60) -> tuple[sqlite3.Connection, tuple | None]:
+    """A connection in WAL mode with the schema in place, and the stored schema version (None if this
+    call created it). Two processes opening a new file at once can get "database is locked" from the
+    switch to WAL, which SQLite's busy timeout does not cover: that one is retried until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash never loses a commit
+            db.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages of random keys (hashes) stay cached
+            db.execute("BEGIN IMMEDIATE")
+            for statement in _schema():
+                db.execute(statement)
+            version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if version is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            db.execute("COMMIT")
+            return db, version
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        except BaseException:
+            db.close()
+            raise
+
+
 class Index:
     """A SQLite index of one suite's events; see the module docstring."""
 
@@ -662,18 +693,7 @@ class Index:
                 raise IndexReadOnly(f"cannot write the index {path} (permission denied or a read-only filesystem); "
                                     "read it as it is with --no-sync, or sync a copy this user may write")
         try:
-            db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash never loses a commit
-            db.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages of random keys (hashes) stay cached
-            db.execute("BEGIN IMMEDIATE")
-            for statement in _schema():
-                db.execute(statement)
-            version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if version is None:
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-            db.execute("COMMIT")
+            db, version = _open_writable(path)
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and _cannot_write(exc):
                 raise IndexReadOnly(f"cannot write the index {path} ({exc}); read it as it is with --no-sync, "

@@ -316,6 +316,9 @@ async def decide(state, reviews: Reviews, api: GitHubApi, review: dict) -> None:
         decision, comment = "rejected", f"shipledger: {review['problem']}"
     else:
         try:
+            # A decision is final: take it on the node's newest block, not the one the server last
+            # polled (a registration, vote or revocation just before the webhook may be newer).
+            await run_in_threadpool(state.poll_head)
             answer = await gatekeeper.ask(state, review["digest"], review["service"], review["environment"])
         except ShipledgerError as exc:  # cannot decide now: never an approval; look again shortly
             reviews.update(delivery, next_try=time.time() + WORKER_INTERVAL * 5)

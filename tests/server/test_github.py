@@ -304,9 +304,11 @@ def test_a_replayed_delivery_is_not_acted_on_twice(dn, github, webhook_schema):
     delivery = str(uuid.uuid4())
     assert deliver(srv, event, delivery=delivery)[0] == 202
     assert deliver(srv, event, delivery=delivery) == (200, {"duplicate": delivery})
-    until(lambda: fake.reviews(run))
+    until(lambda: any(r.get("state") for r in fake.reviews(run)))
     time.sleep(2)
-    assert [r["state"] for r in fake.reviews(run)] == ["approved"]
+    # Status reports (no state) may come first while the server's index has not yet seen the votes;
+    # the decision is made once.
+    assert [r["state"] for r in fake.reviews(run) if "state" in r] == ["approved"]
 
 
 def test_a_denial_is_a_rejection_with_the_gates_sentence(dn, github, webhook_schema):
