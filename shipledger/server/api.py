@@ -363,6 +363,10 @@ def create_app(state_factory, integrations=()) -> FastAPI:
             state.relay_outcomes[votes.relay_outcome(exc)] += 1
             raise
         state.relay_outcomes["submitted" if answer["submitted"] else "skipped"] += 1
+        if answer["submitted"]:
+            # Read your writes: the block holding the votes is newer than the head last polled, and the
+            # next /v1/gate should answer at it.
+            await run_in_threadpool(state.poll_head)
         return JSONResponse(answer)
 
     # ------------------------------------------------------------------ operations
