@@ -78,8 +78,10 @@ def safe_vote(dn, safe, as_handler, owner_key: str, digest: str, service: str, r
     """The vote for `safe` as the relay takes it: the fields of `approve --sign-only`, and as signature
     the owner's ECDSA signature over the Safe message hash of the vote's EIP-712 hash."""
     # the EIP-712 fields a vote commits to, with a throwaway key: only the signer, nonce and times are reused
+    # signed at the chain's time: other tests of the module moved the devnet's clock past the wall clock,
+    # and a vote signed before the Safe's admission is stale
     draft = sign_approval(Account.create(), chain_id=int(dn.info["chain_id"]), registry=registry.address, digest=digest,
-                          service=service, environment=ENV)
+                          service=service, environment=ENV, signed_at=dn.block_time())
     vote_hash = registry.functions.voteHash(safe.address, bytes.fromhex(digest.removeprefix("sha256:")), service, ENV, 1,
                                             draft.nonce, draft.signed_at, draft.deadline).call()
     safe_hash = as_handler.functions.getMessageHashForSafe(safe.address, vote_hash).call()
