@@ -166,6 +166,7 @@ def add_routes(app, st, deployer_key: str | None, store_path: Path) -> None:
                 raise BadPayload(f"metadata percent {text!r} must be 1 to 100")
             deployment_id, fresh = await run_in_threadpool(store.start, canary, payload["checksum"],
                                                            (digest, service, environment), int(text))
+            await run_in_threadpool(state.poll_head)  # read your writes: the next confirm-promotion sees this rollout
             log.info(json.dumps({"flagger": hook, "canary": canary, "checksum": payload["checksum"],
                                  "deployment": deployment_id, "started": fresh}))
             return answer(200, deployment=deployment_id, started=fresh)
@@ -177,6 +178,7 @@ def add_routes(app, st, deployer_key: str | None, store_path: Path) -> None:
                                       f"no rollout of {canary} with checksum {payload['checksum']} was started here"})
         status = await run_in_threadpool(store.finish, deployment_id, payload["phase"] == "Succeeded",
                                          f"flagger: canary {canary} failed")
+        await run_in_threadpool(state.poll_head)
         log.info(json.dumps({"flagger": hook, "canary": canary, "deployment": deployment_id, "status": status}))
         return answer(200, deployment=deployment_id, status=status)
 

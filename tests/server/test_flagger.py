@@ -114,7 +114,9 @@ def test_a_rollout_from_confirmation_to_completion(dn, hooked):
     assert [e.fields["id"] for e in started(dn, service)] == [first[2]["deployment"]]
 
     # the rollout this Canary started is not "another rollout in progress" for its own promotion ...
-    assert until(lambda: flagger.call("confirm-promotion")[0])
+    # (asked at the rollout's block: an answer from the block before would allow anyone)
+    started_at = head(dn)
+    assert until(lambda: (a := flagger.call("confirm-promotion")) and a[2].get("block", -1) >= started_at and a[0])
     # ... but it is for any other Canary of the same target
     other = Flagger(hooked, service, digest, name="api-other")
     passed, status, body = other.call("confirm-promotion")
