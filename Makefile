@@ -23,7 +23,7 @@ NPM_STAMP := node_modules/.shipledger-npm-ci
 
 .PHONY: setup system-deps engine build test gas invariants model lint demo ape-setup clean distclean
 
-setup: $(VENV)/.installed $(NPM_STAMP)
+setup: $(VENV)/.installed $(VENV)/.bytecode $(NPM_STAMP)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ $(VENV)/bin/python:
 $(VENV)/.installed: requirements-dev.lock pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet -r requirements-dev.lock
 	$(VENV)/bin/pip install --quiet --no-deps -e . --config-settings editable_mode=compat
+	touch $@
+
+# Where PYTHONDONTWRITEBYTECODE is set (these machines set it), Python never caches the editable tree's
+# bytecode and every `shipledger gate` compiles its modules again (147 ms median against 111 ms, at load 2). It still
+# reads .pyc files it did not write, so compile them here, again whenever a source is newer.
+$(VENV)/.bytecode: $(shell find shipledger -name '*.py') | $(VENV)/.installed
+	$(VENV)/bin/python -m compileall -q shipledger
 	touch $@
 
 # npm ci wipes node_modules, so run it only when node_modules is missing or older than the lock

@@ -98,28 +98,25 @@ def phases(argv: list[str], cwd, env: dict, repeats: int = 7, python: str = sys.
 
 
 def modes() -> list[tuple[str, dict]]:
-    """Environments to run the gate in. The headline is 'cached bytecode': a private
-    PYTHONPYCACHEPREFIX (in the temp dir, so nothing is written into the repo) filled by the warm-up
-    run, as for any installed package. If the inherited environment forbids writing bytecode
-    (PYTHONDONTWRITEBYTECODE) and the editable source tree has no __pycache__, every gate run
-    compiles shipledger from source: measured too, as 'inherited env'."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
-    cached = {k: v for k, v in base.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    out = [("cached bytecode", cached)]
+    """The environment to run the gate in: this one, as a user's shell runs it. `make setup` compiles
+    shipledger's bytecode, which matters where PYTHONDONTWRITEBYTECODE is set (these machines set it):
+    without it every gate run compiles shipledger from source, and the label says so."""
     from pathlib import Path
 
     import shipledger
 
-    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not (Path(shipledger.__file__).parent / "__pycache__").is_dir():
-        out.append(("inherited env (PYTHONDONTWRITEBYTECODE=1, no shipledger .pyc)", dict(base)))
-    return out
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
+    compiled = (Path(shipledger.__file__).parent / "__pycache__").is_dir()
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not compiled:
+        return [("this environment, shipledger NOT compiled (PYTHONDONTWRITEBYTECODE; make setup compiles it)", env)]
+    return [("this environment", env)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--importtime", action="store_true", help="print the import-time top 10 even under the target")
-    parser.add_argument("--also-venv", metavar="DIR", help="also time DIR/bin/shipledger and DIR/bin/python (cached bytecode)")
+    parser.add_argument("--also-venv", metavar="DIR", help="also time DIR/bin/shipledger and DIR/bin/python")
     opts = parser.parse_args()
 
     from shipledger.network.devnet import find_foundry_tool
@@ -136,7 +133,6 @@ def main() -> int:
         block_number_argv = [cast, "block-number", "--rpc-url", state["rpc_url"]]
         floor_argv = [sys.executable, "-c", "pass"]
         envs = modes()
-        envs[0][1]["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
         programs = {label: (SHIPLEDGER, sys.executable) for label, _ in envs}
         if opts.also_venv:
             label = f"venv {opts.also_venv}"
