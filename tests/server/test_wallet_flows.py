@@ -23,7 +23,7 @@ REFUSED = "You refused in the wallet: nothing was signed and nothing was sent."
 
 
 def test_flow1_approve_in_the_browser_relay_submits_and_the_gate_flips(dn, server, wallet):
-    service, digest = waiting_release(dn, server)
+    service, digest = waiting_release(dn, server, dn.address("approver", 0))
     gate = "/v1/gate?" + urlencode({"digest": digest, "service": service, "environment": ENV})
     assert server.get(gate).json()["reason"] == "not_enough_approvals"
     w = wallet("approver", 0)
