@@ -1,12 +1,16 @@
 // The web app's wallet code: sign a vote on the Inbox, approve or cancel a governance proposal on the
-// Governance page, each with the approver's own browser wallet (the server holds no key).
+// Governance page, each with the approver's own browser wallet (the server holds no key); and on the
+// Inbox, a Safe's vote: the page drafts it, shows the hash the Safe's owners sign elsewhere, and relays
+// it with their combined signature (no wallet needed).
 //
 // Bundled with viem by scripts/build_wallet.py into shipledger/server/static/wallet.js (committed, so
 // pip users need no node). The page is server-rendered; this script only adds buttons and messages,
 // and writes every value with textContent (never as HTML). It talks to the wallet (EIP-1193) and to
 // this server (/v1/relay, /v1/gate, /v1/proposals) only: the page's CSP allows no other origin.
 
-import { encodeFunctionData, numberToHex, parseSignature, recoverTypedDataAddress, serializeSignature } from "viem";
+import {
+  encodeFunctionData, getAddress, hashTypedData, isAddress, numberToHex, parseSignature, recoverTypedDataAddress, serializeSignature,
+} from "viem";
 
 const WALLET_TIMEOUT_MS = 120_000; // a wallet that has not answered by then never will
 const DISCOVERY_MS = 400; // how long EIP-6963 announcements are awaited before window.ethereum is used
@@ -42,6 +46,11 @@ const VOTE_BY_SIG_ABI = [{
     ],
   }],
 }];
+// Safe 1.4.1's CompatibilityFallbackHandler: the hash a Safe's owners sign is EIP-712 SafeMessage(bytes
+// message) under the Safe's own domain {chainId, verifyingContract: the Safe} (getMessageHashForSafe).
+const SAFE_MESSAGE_TYPES = { SafeMessage: [{ name: "message", type: "bytes" }] };
+const SAFE_SIGNATURE_BYTES = 65; // one owner's r, s, v: what checkSignatures reads per owner
+
 const GOVERNANCE_ABI = ["approveProposal", "cancelProposal"].map((name) => ({
   type: "function", name, stateMutability: "nonpayable", outputs: [], inputs: [{ type: "uint256", name: "id" }],
 }));
@@ -199,8 +208,56 @@ function randomNonce() {
   return words.reduce((n, w) => (n << 32n) | BigInt(w), 0n);
 }
 
-async function vote(row, decision) {
+/** The vote `signer` casts on `row`'s release, signed at `signedAt` (the chain's time): the EIP-712
+ * domain and message, exactly what is signed and then relayed, and the plain words that say it. */
+function draftVote(row, decision, signer, signedAt) {
   const release = row.dataset;
+  const chainId = Number(meta("chain-id"));
+  const registry = meta("registry");
+  const ttl = Number(release.ttl || 0);
+  const deadline = signedAt + (ttl ? Math.min(ttl, WEEK) : WEEK);
+  const nonce = randomNonce();
+  const message = {
+    signer, digest: `0x${release.digest.replace(/^sha256:/, "")}`, service: release.service,
+    environment: release.environment, decision: DECISIONS[decision], nonce: nonce.toString(), signedAt, deadline,
+  };
+  const domain = { name: "shipledger", version: "2", chainId, verifyingContract: registry };
+  const lines = [
+    ["Decision", decision === "approve" ? "APPROVE this release" : "REJECT this release (a veto)"],
+    ["Artifact", `${release.service} ${release.version}, ${release.digest}`],
+    ["Environment", release.environment],
+    ["Valid", `from ${utc(signedAt)} until ${utc(deadline)}`],
+  ];
+  const ledger = ["Ledger", `chain ${chainId}, release registry ${registry}`];
+  const title = `${decision === "approve" ? "Approve" : "Reject"} ${release.service} ${release.version}`;
+  return { row, decision, chainId, registry, domain, message, nonce, lines, ledger, title };
+}
+
+/** The body of POST /v1/relay for a drafted vote and its signature (the fields of `approve --sign-only`). */
+function relayBody(draft, signature) {
+  const m = draft.message;
+  const signed = {
+    signer: m.signer, digest: draft.row.dataset.digest, service: m.service, environment: m.environment, decision: m.decision,
+    nonce: m.nonce, signed_at: m.signedAt, deadline: m.deadline, chain_id: draft.chainId, registry: draft.registry, signature,
+  };
+  // the nonce is a 128-bit number, beyond JSON's doubles: written as digits. Only the key can match
+  // `"nonce":"`: a quote inside a value is escaped.
+  return JSON.stringify(signed).replace(`"nonce":"${m.nonce}"`, `"nonce":${m.nonce}`);
+}
+
+/** Post one signed vote to this server's relay. The answer: { tx } once recorded, { off } when the
+ * server relays nothing, { refused } with the relay's message, or { skipped } with the registry's
+ * reasons for not recording it (bad_signature, expired, nonce_used, ...). */
+async function relay(draft, signature) {
+  const answer = await fetch("/v1/relay", { method: "POST", headers: { "Content-Type": "application/json" }, body: relayBody(draft, signature) });
+  const result = await answer.json();
+  if (answer.status === 404 && result.error?.code === "RelayOff") return { off: true };
+  if (!answer.ok) return { refused: `The relay refused the vote: ${result.error?.message || answer.status}` };
+  if (result.skipped.length) return { skipped: result.skipped.map((s) => s.reason) };
+  return { tx: result.tx.tx_hash };
+}
+
+async function vote(row, decision) {
   let session;
   try {
     say("Asking the wallet for your account…");
@@ -209,30 +266,15 @@ async function vote(row, decision) {
     return say(sentence(err), "error");
   }
   const { provider, account, name } = session;
-  const chainId = Number(meta("chain-id"));
-  const registry = meta("registry");
-  const ttl = Number(release.ttl || 0);
   let signedAt;
   try {
     signedAt = await chainNow(provider);
   } catch (err) {
     return say(sentence(err), "error");
   }
-  const deadline = signedAt + (ttl ? Math.min(ttl, WEEK) : WEEK);
-  const nonce = randomNonce();
-  const message = {
-    signer: account, digest: `0x${release.digest.replace(/^sha256:/, "")}`, service: release.service,
-    environment: release.environment, decision: DECISIONS[decision], nonce: nonce.toString(), signedAt, deadline,
-  };
-  const domain = { name: "shipledger", version: "2", chainId, verifyingContract: registry };
-  const ok = await confirm(`${decision === "approve" ? "Approve" : "Reject"} ${release.service} ${release.version}?`, [
-    ["Decision", decision === "approve" ? "APPROVE this release" : "REJECT this release (a veto)"],
-    ["Artifact", `${release.service} ${release.version}, ${release.digest}`],
-    ["Environment", release.environment],
-    ["Valid", `from ${utc(signedAt)} until ${utc(deadline)}`],
-    ["Signer", `${account} (${name})`],
-    ["Ledger", `chain ${chainId}, release registry ${registry}`],
-  ], `Sign with ${name}`);
+  const draft = draftVote(row, decision, account, signedAt);
+  const { domain, message, nonce } = draft;
+  const ok = await confirm(`${draft.title}?`, [...draft.lines, ["Signer", `${account} (${name})`], draft.ledger], `Sign with ${name}`);
   if (!ok) return say("Cancelled: nothing was signed and nothing was sent.");
   let signature;
   try {
@@ -249,29 +291,127 @@ async function vote(row, decision) {
   } catch (err) {
     return say(sentence(err), "error");
   }
-  const signed = {
-    signer: account, digest: release.digest, service: release.service, environment: release.environment,
-    decision: DECISIONS[decision], nonce: "NONCE", signed_at: signedAt, deadline, chain_id: chainId, registry, signature,
-  };
-  const body = JSON.stringify(signed).replace('"NONCE"', nonce.toString()); // a 128-bit number, beyond JSON's doubles
   try {
     say("Signed. Sending it to the ledger…");
-    const answer = await fetch("/v1/relay", { method: "POST", headers: { "Content-Type": "application/json" }, body });
-    const result = await answer.json();
-    if (answer.status === 404 && result.error?.code === "RelayOff") {
-      await sendVote(provider, account, registry, message, signature);
-    } else if (!answer.ok) {
-      return say(`The relay refused the vote: ${result.error?.message || answer.status}`, "error");
-    } else if (result.skipped.length) {
-      return say(`The ledger did not record the vote: ${result.skipped.map((s) => s.reason).join(", ")}`, "error");
+    const sent = await relay(draft, signature);
+    if (sent.refused) return say(sent.refused, "error");
+    if (sent.skipped) return say(`The ledger did not record the vote: ${sent.skipped.join(", ")}`, "error");
+    if (sent.off) {
+      await sendVote(provider, account, draft.registry, message, signature);
     } else {
-      say(`Your ${decision === "approve" ? "approval" : "rejection"} is recorded in transaction ${result.tx.tx_hash}.`, "done");
+      say(`Your ${decision === "approve" ? "approval" : "rejection"} is recorded in transaction ${sent.tx}.`, "done");
     }
   } catch (err) {
     return say(sentence(err), "error");
   }
   row.querySelectorAll("button").forEach((b) => { b.disabled = true; });
   await showGate(row);
+}
+
+// ------------------------------------------------------------------ the Inbox: a Safe's vote (ERC-1271)
+
+const safePanel = document.querySelector("[data-safe-panel]");
+
+/** An address as the CLI takes it (all lower case, all upper case, or a correct EIP-55 checksum), or null. */
+function parseAddress(text) {
+  if (!/^0x[0-9a-fA-F]{40}$/.test(text)) return null;
+  const digits = text.slice(2);
+  if (digits === digits.toLowerCase() || digits === digits.toUpperCase()) return getAddress(`0x${digits.toLowerCase()}`);
+  return isAddress(text, { strict: true }) ? getAddress(text) : null;
+}
+
+/** Draft the Safe's vote on `row` and show what its owners sign; nothing is sent until their combined
+ * signature is pasted and relayed. The drafted fields are kept on the page and relayed as they are. */
+function safeVote(row, decision) {
+  const typed = safePanel.querySelector("[data-safe-address]").value.trim();
+  const safe = parseAddress(typed);
+  if (!safe) {
+    return say(`Enter the Safe's address (0x and 40 hex digits; in mixed case, a correct EIP-55 checksum), not "${typed}": nothing was drafted.`, "error");
+  }
+  // The chain's time as the server last saw it: the block that records the vote is not older.
+  const signedAt = Number(meta("head-time"));
+  if (!signedAt) return say("The server does not know the chain's time now: reload the page. Nothing was drafted.", "error");
+  const draft = draftVote(row, decision, safe, signedAt);
+  const { EIP712Domain, ...types } = VOTE_TYPES;
+  const voteHash = hashTypedData({ domain: draft.domain, types, primaryType: "Vote", message: { ...draft.message, nonce: draft.nonce } });
+  // abi.encode(voteHash) is the 32 bytes themselves: the handler's isValidSignature(bytes32, bytes) passes them so
+  const safeHash = hashTypedData({
+    domain: { chainId: draft.chainId, verifyingContract: safe }, types: SAFE_MESSAGE_TYPES, primaryType: "SafeMessage",
+    message: { message: voteHash },
+  });
+  showSafeVote(draft, voteHash, safeHash);
+  say(`Drafted the Safe's vote below: have the owners sign the Safe message hash, then paste their signatures. Nothing was sent.`);
+}
+
+function showSafeVote(draft, voteHash, safeHash) {
+  const box = safePanel.querySelector("[data-safe-vote]");
+  const m = draft.message;
+  const line = ([k, v], attrs) => {
+    const p = element("p");
+    p.append(element("strong", `${k}: `), element(attrs ? "code" : "span", v, attrs));
+    return p;
+  };
+  const signature = element("textarea", undefined, { rows: "3", cols: "80", spellcheck: "false", placeholder: "0x…", "data-safe-signature": "" });
+  const send = element("button", "Relay the Safe's vote", { type: "button", "data-safe-relay": "" });
+  const discard = element("button", "Discard", { type: "button", "data-safe-discard": "" });
+  box.replaceChildren(
+    element("h2", `${draft.title} as the Safe ${m.signer}`),
+    ...[...draft.lines, ["Signer", `the Safe ${m.signer}: the registry asks it (ERC-1271) whether its owners signed`],
+      ["Nonce", m.nonce], draft.ledger].map((kv) => line(kv)),
+    line(["Vote hash (EIP-712)", voteHash], { "data-vote-hash": "" }),
+    line(["Safe message hash, which the owners sign", safeHash], { "data-safe-hash": "" }),
+    element("p", "Each owner signs the Safe message hash with their own key, as Safe takes it: over the hash itself (v 27 or 28),"
+      + " or with eth_sign / personal_sign and then v raised by 4 (31 or 32). It is the EIP-712 hash of SafeMessage { message:"
+      + ` the vote hash } in the Safe's domain { chainId ${draft.chainId}, verifyingContract ${m.signer} }. Paste the signatures`
+      + ` as one hex string, ${SAFE_SIGNATURE_BYTES} bytes per owner, in ascending order of owner address, as many as the Safe's threshold.`),
+    element("label", "Combined signature ", { for: "safe-signature" }), signature, element("br"), send, discard);
+  signature.id = "safe-signature";
+  Object.assign(box.dataset, { signer: m.signer, nonce: m.nonce, signedAt: String(m.signedAt), deadline: String(m.deadline),
+    decision: String(m.decision) });
+  box.hidden = false;
+  send.addEventListener("click", () => relaySafeVote(draft, signature, box));
+  discard.addEventListener("click", () => {
+    box.hidden = true;
+    box.replaceChildren();
+    say("Discarded the Safe's vote: nothing was sent.");
+  });
+}
+
+/** What is wrong with a pasted combined signature, in a sentence; "" when its shape is right. */
+function combinedSignatureProblem(hex) {
+  if (!hex) return "Paste the owners' combined signature first";
+  if (!/^[0-9a-fA-F]+$/.test(hex)) return "The combined signature is not hex (0x, then only the digits 0-9 and a-f)";
+  if (hex.length % (2 * SAFE_SIGNATURE_BYTES)) {
+    const size = hex.length % 2 ? "an odd number of hex digits" : `${hex.length / 2} bytes`;
+    return `The combined signature is ${size}: it must be ${SAFE_SIGNATURE_BYTES} bytes per owner (a multiple of ${SAFE_SIGNATURE_BYTES})`;
+  }
+  return "";
+}
+
+const SAFE_SKIPS = {
+  bad_signature: "bad_signature: the Safe did not accept the combined signature (it needs as many owners' signatures as its"
+    + " threshold, each over the Safe message hash shown, in ascending order of owner address)",
+};
+
+async function relaySafeVote(draft, input, box) {
+  const hex = input.value.trim().replace(/^0x/i, "");
+  const problem = combinedSignatureProblem(hex);
+  if (problem) return say(`${problem}: nothing was sent.`, "error");
+  let sent;
+  try {
+    say("Sending the Safe's vote to the ledger…");
+    sent = await relay(draft, `0x${hex.toLowerCase()}`);
+  } catch (err) {
+    return say(`The server could not be reached: ${err?.message || err}. Nothing was recorded.`, "error");
+  }
+  if (sent.off) return say("This server relays nothing (it was started without a relayer key): nothing was sent.", "error");
+  if (sent.refused) return say(sent.refused, "error");
+  if (sent.skipped) return say(`The ledger did not record the vote: ${sent.skipped.map((r) => SAFE_SKIPS[r] || r).join(", ")}`, "error");
+  const what = draft.decision === "approve" ? "approval" : "rejection";
+  say(`The Safe's ${what} is recorded in transaction ${sent.tx}.`, "done");
+  draft.row.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+  box.querySelectorAll("button, textarea").forEach((c) => { c.disabled = true; });
+  await showGate(draft.row);
 }
 
 /** No relay on this server: the wallet sends voteBySig itself (and pays its gas). */
@@ -366,7 +506,9 @@ function buttons(cell, labels, handler) {
 if (panel) {
   walletChooser();
   for (const row of document.querySelectorAll("tr.release")) {
-    buttons(row.querySelector("td[data-sign]"), [["Approve", "approve"], ["Reject", "reject"]], (d) => vote(row, d));
+    const cell = row.querySelector("td[data-sign]");
+    buttons(cell, [["Approve", "approve"], ["Reject", "reject"]], (d) => vote(row, d));
+    if (safePanel) buttons(cell, [["Approve as Safe", "safe-approve"], ["Reject as Safe", "safe-reject"]], (a) => safeVote(row, a.slice(5)));
   }
   for (const row of document.querySelectorAll("tr.proposal")) {
     const cell = row.querySelector("td[data-act]");

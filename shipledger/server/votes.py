@@ -225,12 +225,15 @@ class Relay:
     what it can of a batch and skips the rest with a reason (bad_signature, expired, nonce_used, ...:
     client.SKIP_REASONS); the answer names the transaction, what it recorded and what it skipped and
     why. A vote whose nonce the chain has used, or that this relay has already sent, is not sent again:
-    a client that retries after a lost answer gets the first transaction back, never a second one."""
+    a client that retries after a lost answer gets the first transaction back, never a second one. A
+    vote is the same one when its signature is too: a Safe's vote skipped for a combined signature
+    that lacks an owner is sent again with the complete one (its nonce is still unused)."""
 
     def __init__(self, ledger, reader):
         self.ledger, self.reader = ledger, reader  # a Ledger with the relayer's signer; a Reader
         self._lock = threading.Lock()
-        self._sent: dict[tuple[str, int], tuple[str, str | None]] = {}  # (signer, nonce) -> (tx hash, skip reason or None)
+        # (signer, nonce, signature) -> (tx hash, skip reason or None)
+        self._sent: dict[tuple[str, int, str], tuple[str, str | None]] = {}
 
     @property
     def address(self) -> str:
@@ -245,26 +248,30 @@ class Relay:
             used = self.reader.calls([("ReleaseRegistry", "nonceUsed", [v.signer, v.nonce]) for v in signed])
             fresh, skipped = [], []
             for vote, is_used in zip(signed, used):
-                key = (vote.signer.lower(), vote.nonce)
+                key = _sent_key(vote)
                 if key in self._sent:  # the first answer's reason stands: recorded, or why the chain skipped it
                     tx_hash, reason = self._sent[key]
                     skipped.append(_skip(vote, reason or ALREADY_SUBMITTED, tx_hash))
                 elif is_used:
                     skipped.append(_skip(vote, "nonce_used", None))
-                elif key not in {(v.signer.lower(), v.nonce) for v in fresh}:
+                elif key[:2] not in {_sent_key(v)[:2] for v in fresh}:  # one vote per signer and nonce a transaction
                     fresh.append(vote)
             if not fresh:
                 return {"tx": None, "submitted": [], "skipped": skipped}
             receipt, refused = self.ledger.submit_approvals(fresh)  # a bad vote is skipped on chain, not reverted
             reasons = {int(r["index"]): r["reason"] for r in refused}
             for index, vote in enumerate(fresh):
-                self._sent[(vote.signer.lower(), vote.nonce)] = (receipt.tx_hash, reasons.get(index))
+                self._sent[_sent_key(vote)] = (receipt.tx_hash, reasons.get(index))
         recorded = [v for i, v in enumerate(fresh) if i not in reasons]
         skipped += [_skip(fresh[i], reason, receipt.tx_hash) for i, reason in sorted(reasons.items())]
         return {"tx": asdict(receipt), "skipped": skipped,
                 "submitted": [{"signer": v.signer, "nonce": str(v.nonce), "digest": v.digest, "service": v.service,
                                "environment": v.environment, "decision": DECISIONS.get(v.decision, str(v.decision)),
                                "signed_at": v.signed_at} for v in recorded]}
+
+
+def _sent_key(vote) -> tuple[str, int, str]:
+    return vote.signer.lower(), vote.nonce, vote.signature.lower().removeprefix("0x")
 
 
 def _skip(vote, reason: str, tx_hash: str | None) -> dict:

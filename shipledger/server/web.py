@@ -4,7 +4,8 @@ bundled with viem, on the Inbox and Governance pages); the Content-Security-Poli
 else, and every value from the chain or the request is escaped by `e()`.
 
 The wallet script finds what it needs in the page: the suite's chain id, registry, governance
-address and the RPC URL a wallet may add, in <meta> tags; on the Inbox each
+address, the RPC URL a wallet may add and the newest block's time (a Safe's vote is drafted at it), in
+<meta> tags; on the Inbox the Safe panel (its address input, prefilled from ?approver=) and each
 release is a `<tr class="release">` with `data-digest`, `data-service`, `data-environment`,
 `data-version` and `data-ttl`, and an empty `<td class="sign" data-sign>` cell for its Approve and
 Reject buttons; on the Governance page each proposal is a `<tr class="proposal">` with
@@ -30,6 +31,13 @@ STATIC_TYPES = {"app.css": "text/css", "favicon.svg": "image/svg+xml", "wallet.j
 # Where the wallet script writes: which wallet, what will be signed (hidden until asked), the outcome.
 WALLET_PANEL = ('<div class="wallet" data-wallet-panel><p class="wallet-which">Looking for a browser wallet…</p>'
                 '<div class="wallet-confirm" hidden></div><p class="wallet-message" role="status" aria-live="polite"></p></div>')
+# The Inbox's Safe (ERC-1271) path: the wallet script adds "as Safe" buttons to each release and shows
+# the drafted vote, the hash the Safe's owners sign and the field for their combined signature here.
+SAFE_PANEL = ('<div class="wallet safe" data-safe-panel><h2>Vote as a Safe (ERC-1271)</h2><p>A Safe approver votes with its'
+              " owners' combined signature: enter the Safe's address, press Approve as Safe or Reject as Safe on a release,"
+              " have the owners sign the Safe message hash shown, then paste their signatures and relay the vote.</p>"
+              '<label>Safe address <input data-safe-address value="{safe}" size="44" placeholder="0x…" autocomplete="off"'
+              ' spellcheck="false"></label><div class="safe-vote" data-safe-vote hidden></div></div>')
 HISTORY_FILTERS = ("service", "environment", "digest", "approver", "org", "kind", "since", "until")
 
 
@@ -59,7 +67,7 @@ def layout(state, title: str, body: str, current: str = "", wallet: bool = False
     book = state.config.book
     suite = {"chain-id": book["chain_id"], "registry": state.endpoint.registry,
              "governance": book["contracts"]["Governance"]["address"],
-             "rpc-url": state.config.wallet_rpc_url or ""}
+             "rpc-url": state.config.wallet_rpc_url or "", "head-time": state.head.timestamp or ""}
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -154,7 +162,8 @@ def add_pages(app, st) -> None:
         html_rows = table(["Target", "Release", "Commit", "Documents", "Tally", "Gate", "Live now", ""], rows, attrs)
         html_rows = html_rows.replace("<td></td></tr>", '<td class="sign" data-sign></td></tr>')
         who = f"waiting for {e(account)}" if account else "waiting for votes"
-        return page(request, "Inbox", f"{form}{WALLET_PANEL}<p>{len(releases)} release(s) {who} at block {e(block)}.</p>{html_rows}",
+        safe_panel = SAFE_PANEL.replace("{safe}", e(account or ""))
+        return page(request, "Inbox", f"{form}{WALLET_PANEL}{safe_panel}<p>{len(releases)} release(s) {who} at block {e(block)}.</p>{html_rows}",
                     "Inbox", wallet=True)
 
     @app.get("/governance", include_in_schema=False)

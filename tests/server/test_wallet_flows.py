@@ -1,7 +1,7 @@
 """The web app's wallet flows in Debian's headless chromium (Python playwright, executable_path; no
 downloaded browser), against a real `shipledger serve` with the relay on and a real devnet.
 
-The approver's wallet is tests/server/test-wallet.js (web/test-wallet.js bundled with viem): a real
+The approver's wallet (conftest.Wallet) is tests/server/test-wallet.js (web/test-wallet.js bundled with viem): a real
 EIP-1193 provider around viem's local account, announced through EIP-6963, making real secp256k1
 signatures and signing its own transactions; its node calls go to the devnet through an exposed
 binding, as a wallet reaches its node itself. The page under test is the served one, with its CSP:
@@ -11,112 +11,19 @@ test's tmp directory."""
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 
 from support import ENV, ok, unique
+from conftest import confirm_shown, message, open_inbox, waiting_release
 
-WALLET_JS = Path(__file__).with_name("test-wallet.js")
 REFUSED = "You refused in the wallet: nothing was signed and nothing was sent."
 
 
-class Wallet:
-    """A browser context whose pages carry the test wallet for `key`; problems: console errors,
-    page errors, failed requests; relayed: every POST /v1/relay the page made."""
-
-    def __init__(self, browser, dn, key: str, tmp_path: Path, mode: str = "normal", chain_id: int | None = None,
-                 known_chains: tuple[int, ...] | None = None):
-        self.dn, self.tmp_path, self.shots = dn, tmp_path, 0
-        devnet_chain = int(dn.info["chain_id"])
-        config = {"key": "0x" + key.removeprefix("0x"), "mode": mode, "nodeChainId": devnet_chain, "chainId": chain_id or devnet_chain,
-                  "knownChains": list(known_chains or (devnet_chain,))}
-        self.context = browser.new_context(accept_downloads=True)
-        self.context.expose_function("__walletRpc", self._rpc)
-        self.context.add_init_script(script=f"window.__shipledgerTestWallet = {json.dumps(config)};")
-        self.context.add_init_script(path=str(WALLET_JS))
-        self.page = self.context.new_page()
-        self.problems: list[str] = []
-        self.relayed: list[str] = []
-        self.page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-        self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
-        self.page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url}"))
-        self.page.on("request", lambda r: self.relayed.append(r.post_data or "") if r.url.endswith("/v1/relay") else None)
-
-    def _rpc(self, payload: str) -> str:
-        call = json.loads(payload)
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": call["method"], "params": call["params"]}).encode()
-        request = urllib.request.Request(self.dn.rpc_url, body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.read().decode()
-
-    def calls(self) -> list[str]:
-        return self.page.evaluate("window.__walletCalls")
-
-    def shot(self, name: str) -> None:
-        self.shots += 1
-        self.page.screenshot(path=str(self.tmp_path / f"{self.shots:02d}-{name}.png"), full_page=True)
-
-    def close(self) -> None:
-        self.context.close()
-        assert self.problems == []
-
-
-@pytest.fixture
-def wallet(browser, dn, tmp_path):
-    opened = []
-
-    def open_wallet(part: str, index: int = 0, **kw) -> Wallet:
-        w = Wallet(browser, dn, dn.key(part, index), tmp_path, **kw)
-        opened.append(w)
-        return w
-
-    yield open_wallet
-    for w in opened:
-        w.close()
-
-
-def waiting_release(dn, server, approver: int = 0, threshold: int = 1) -> tuple[str, str]:
-    """A registered release under a fresh policy, once the server's Inbox lists it for the approver."""
-    service = unique()
-    digest = dn.register(service)
-    dn.set_policy(service, threshold=threshold, min_organisations=1)
-    who = dn.address("approver", approver)
-    server.until("/v1/pending?" + urlencode({"approver": who}),
-                 lambda a: a.status == 200 and any(r["digest"] == digest and r["service"] == service for r in a.json()["releases"]))
-    return service, digest
-
-
-def open_inbox(w: Wallet, server, approver_address: str, digest: str):
-    w.page.goto(server.url + "/inbox?" + urlencode({"approver": approver_address}), wait_until="networkidle")
-    row = w.page.locator(f'tr.release[data-digest="{digest}"]')
-    assert row.count() == 1
-    w.page.locator(".wallet-which").filter(has_text="Test Wallet").wait_for()  # announced through EIP-6963
-    w.shot("inbox")
-    return row
-
-
-def confirm_shown(w: Wallet) -> str:
-    box = w.page.locator(".wallet-confirm")
-    box.wait_for(state="visible")
-    w.shot("confirm")
-    return box.inner_text()
-
-
-def message(w: Wallet, kind: str) -> str:
-    """The outcome the page shows (done or error), which must be of `kind`."""
-    line = w.page.locator(".wallet-message.done, .wallet-message.error")
-    line.wait_for(timeout=30_000)
-    w.shot(f"message-{kind}")
-    text = line.inner_text()
-    assert kind in line.get_attribute("class").split(), text
-    return text
-
-
 def test_flow1_approve_in_the_browser_relay_submits_and_the_gate_flips(dn, server, wallet):
-    service, digest = waiting_release(dn, server)
+    service, digest = waiting_release(dn, server, dn.address("approver", 0))
     gate = "/v1/gate?" + urlencode({"digest": digest, "service": service, "environment": ENV})
     assert server.get(gate).json()["reason"] == "not_enough_approvals"
     w = wallet("approver", 0)
@@ -146,7 +53,7 @@ def test_flow1_approve_in_the_browser_relay_submits_and_the_gate_flips(dn, serve
 
 
 def test_flow2_a_rejection_with_a_v01_signature_is_normalised_and_recorded(dn, server, wallet):
-    service, digest = waiting_release(dn, server, approver=1)
+    service, digest = waiting_release(dn, server, dn.address("approver", 1))
     w = wallet("approver", 1, mode="v01")
     approver = dn.address("approver", 1)
     row = open_inbox(w, server, approver, digest)
@@ -163,7 +70,7 @@ def test_flow2_a_rejection_with_a_v01_signature_is_normalised_and_recorded(dn, s
 
 
 def test_flow3_the_wallet_refuses_or_never_answers_and_nothing_is_sent(dn, server, wallet):
-    service, digest = waiting_release(dn, server)
+    service, digest = waiting_release(dn, server, dn.address("approver", 0))
     approver = dn.address("approver", 0)
     refusing = wallet("approver", 0, mode="refuse")
     row = open_inbox(refusing, server, approver, digest)
@@ -194,7 +101,7 @@ def test_flow3_the_wallet_refuses_or_never_answers_and_nothing_is_sent(dn, serve
 
 
 def test_flow4_a_wallet_on_the_wrong_chain_is_switched_then_signs(dn, server, wallet):
-    service, digest = waiting_release(dn, server)
+    service, digest = waiting_release(dn, server, dn.address("approver", 0))
     approver = dn.address("approver", 0)
     w = wallet("approver", 0, chain_id=1, known_chains=(1,))  # mainnet, and the devnet unknown to it
     row = open_inbox(w, server, approver, digest)
