@@ -200,9 +200,10 @@ def chain_with_events(events: int, rebuild: bool = False):
         cache.mkdir(parents=True)
         print(f"   building the chain ({events} events; cached in {cache.relative_to(ROOT)} for reruns)")
         started = time.perf_counter()
-        # Full blocks raise the EIP-1559 base fee block after block: past ~100,000 events the dev
-        # accounts' default 10,000 ETH no longer pays for the registrations.
-        node = Anvil.start(extra_args=("--dump-state", str(state), "--balance", "100000000"))
+        # Blocks over half the gas limit raise the EIP-1559 base fee block after block: past ~100,000
+        # events the dev accounts' default 10,000 ETH no longer paid, and at 160,000 not even 10^8
+        # ETH did. A block gas limit far above what one block holds keeps the base fee falling.
+        node = Anvil.start(extra_args=("--dump-state", str(state), "--balance", "100000000", "--gas-limit", "1000000000"))
         try:
             manifest = build_chain(node, book, events)
         finally:
