@@ -76,9 +76,10 @@ def test_node_restarted_mid_batch_every_artifact_registered_once(net, tmp_path):
                    lambda: proc.poll() is not None or registered_logs(net, witness, service, since), 120, every=0.1)
         assert proc.poll() is None, f"the batch ended before the restart: {proc.communicate()}"
         ok(net.network("stop-node", str(number), "--json"))
-        # the fault hit the batch in the middle: it still runs and the chain has only part of it
+        # the fault hit the batch in the middle: the chain has only part of it (the batch may have
+        # exited on losing its node, or go on through another)
         confirmed_at_stop = len(registered_logs(net, witness, service, since))
-        assert proc.poll() is None and 0 < confirmed_at_stop < 2000, confirmed_at_stop
+        assert 0 < confirmed_at_stop < 2000, confirmed_at_stop
         ok(net.network("start-node", str(number), "--json"))
         out, err = proc.communicate(timeout=240)
     finally:
