@@ -187,7 +187,11 @@ def test_lone_signer_block_is_orphaned_and_the_index_rewinds_it(net, tmp_path):
         # It stalls (signed recently) while the three go on; wait until their chain is heavier.
         def difficulty(url):
             return int(rpc_call(url, "eth_getBlockByNumber", ["latest", False])["totalDifficulty"], 16)
-        wait_until("the three's chain heavier than the lone one", lambda: difficulty(others[0]) > difficulty(lone_url) + 2, 30)
+
+        def heavier() -> bool:
+            assert peers_of(lone_url) == 0, "the lone node has a peer again"
+            return difficulty(others[0]) > difficulty(lone_url) + 2
+        wait_until("the three's chain heavier than the lone one", heavier, 60)
         assert net.head(lone_url) == orphan
     finally:
         rpc_call(lone_url, "miner_start")
