@@ -645,7 +645,8 @@ class Ledger:
         url = getattr(self.w3.provider, "endpoint_uri", None)
         if not url:
             raise UsageError("batch registration needs an HTTP JSON-RPC endpoint")
-        return RegistrationBatch(self._sender, self.registry.address, str(url), items, labels, self._sender.receipt_timeout)
+        urls = list(getattr(self.w3.provider, "reads", [str(url)]))  # several nodes: the batch fails over too
+        return RegistrationBatch(self._sender, self.registry.address, urls, items, labels, self._sender.receipt_timeout)
 
     def register_many(
         self, specs: list[ArtifactSpec], progress: Callable[[int], None] | None = None, labels: list[str] | None = None

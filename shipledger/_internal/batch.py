@@ -128,7 +128,7 @@ class RegistrationBatch:
 
     sender: object  # TxSender
     registry: str
-    url: str
+    urls: list[str]  # the nodes to read from, in order (Ledger.connect's in-sync ones)
     items: list[tuple]
     labels: list[str]
     timeout: float = 120.0
@@ -137,7 +137,8 @@ class RegistrationBatch:
     chunks: list[_Chunk] = field(default_factory=list)  # those taken out of the queue, in order
 
     def __post_init__(self):
-        self.rpc = Rpc(self.url)
+        self.urls = list(self.urls)
+        self.rpc = Rpc(self.urls[0])
         self.progress: Callable[[int], None] | None = None
         self._encoded: list[bytes] = []
         self._by_key: dict[tuple, int] = {}
@@ -168,7 +169,7 @@ class RegistrationBatch:
             calls += _read_calls(self.registry, item)
         replies = []
         for start in range(0, len(calls), READS_PER_REQUEST):
-            replies += self.rpc.replies(calls[start : start + READS_PER_REQUEST])
+            replies += self._replies(calls[start : start + READS_PER_REQUEST])
         block = self._result(replies[0], "eth_getBlockByNumber")
         self.budget = min(CHUNK_GAS, int(block["gasLimit"], 16) // 2)
         self.block_gas_limit = int(block["gasLimit"], 16)
@@ -207,6 +208,19 @@ class RegistrationBatch:
                 first = type(first)(first.arguments, f"{first.sentence}; nothing was sent")
             raise first
 
+    def _replies(self, calls: list[tuple[str, list]]) -> list[dict]:
+        """self.rpc.replies, moving on to the next node given (`--rpc URL,URL`) when this one cannot be
+        reached. Reads, estimates and receipts are the same on every node of the chain, and the sends
+        already fail over (FailoverProvider hands the unmined ones to the next node), so a node
+        restarted mid-batch need not end the batch (it did: these reads stayed on the first node)."""
+        for _ in range(len(self.urls) - 1):
+            try:
+                return self.rpc.replies(calls)
+            except ConnectionFailed:
+                self.urls.append(self.urls.pop(0))
+                self.rpc = Rpc(self.urls[0])
+        return self.rpc.replies(calls)
+
     def _result(self, reply: dict, what: str):
         if "error" in reply:
             raise ConnectionFailed(f"{what} failed: {error_text(reply)}")
@@ -238,7 +252,7 @@ class RegistrationBatch:
     def _replay(self, chunk: _Chunk, block: int) -> ShipledgerError | None:
         """The chunk's call at `block`: its decoded revert, None if it succeeds or says nothing decodable."""
         call = {"from": self.sender.address, "to": self.registry, "data": self._data(chunk)}
-        [reply] = self.rpc.replies([("eth_call", [call, hex(block)])])
+        [reply] = self._replies([("eth_call", [call, hex(block)])])
         return self._error(reply, chunk) if "error" in reply and _revert_of(reply) else None
 
     def _span(self, chunk: _Chunk) -> str:
@@ -277,14 +291,14 @@ class RegistrationBatch:
         call = {"from": self.sender.address, "to": self.registry, "data": self._data(chunk)}
         gas = None
         if self._access_lists:
-            [reply] = self.rpc.replies([("eth_createAccessList", [call, "latest"])])
+            [reply] = self._replies([("eth_createAccessList", [call, "latest"])])
             result = reply.get("result")
             if isinstance(result, dict) and "gasUsed" in result and not result.get("error"):
                 gas = int(result["gasUsed"], 16)
             elif (reply.get("error") or {}).get("code") == -32601:  # method not found
                 self._access_lists = False
         if gas is None:
-            [reply] = self.rpc.replies([("eth_estimateGas", [call])])
+            [reply] = self._replies([("eth_estimateGas", [call])])
             if "error" in reply:
                 raise self._error(reply, chunk)
             gas = int(reply["result"], 16)
@@ -337,7 +351,7 @@ class RegistrationBatch:
     def _collect(self) -> None:
         """One poll of the receipts of everything in flight; waits a little if none has arrived."""
         flying = [c for c in self.chunks if c.state == "sent"]
-        replies = self.rpc.replies([("eth_getTransactionReceipt", [c.tx_hash]) for c in flying])
+        replies = self._replies([("eth_getTransactionReceipt", [c.tx_hash]) for c in flying])
         arrived = False
         for chunk, reply in zip(flying, replies):
             receipt = self._result(reply, "eth_getTransactionReceipt")
@@ -384,7 +398,7 @@ class RegistrationBatch:
         calls = [("eth_getTransactionReceipt", [c.tx_hash]) for c in looks]
         calls += [("eth_getTransactionByHash", [c.tx_hash]) for c in looks]
         try:
-            replies = Rpc(self.url, timeout=timeout).replies(calls)
+            replies = Rpc(self.urls[0], timeout=timeout).replies(calls)
         except ConnectionFailed:
             return
         for n, chunk in enumerate(looks):

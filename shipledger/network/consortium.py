@@ -44,7 +44,9 @@ CHAIN_ID = 133_701  # ape-config.yaml's consortium network names it too
 GAS_LIMIT = 30_000_000  # as anvil's blocks: the suite's deployment and big batches fit
 FUNDS = 10_000 * 10**18  # wei per funded account, as anvil gives its dev accounts
 CLIQUE_EPOCH = 30_000
-HTTP_APIS = "eth,net,web3,clique,txpool,debug"
+# admin and miner too: the fault tests cut a node off its peers (admin_removePeer/addPeer) and hold its
+# sealing (miner_stop/start). Loopback only, on a development network whose keys are files in the clear.
+HTTP_APIS = "eth,net,web3,clique,txpool,debug,admin,miner"
 MIN_BLOCK_AGE = 30  # seconds: the address book's max_block_age is 10 block periods, never less than this
 START_TIMEOUT = 90.0  # seconds for a node to answer, for peers to connect, for blocks to flow (shared 2-core machines)
 STOP_TIMEOUT = 15.0
