@@ -189,11 +189,23 @@ def start_process(node: dict) -> int:
         wait_for_rpc(node["rpc_url"], timeout=START_TIMEOUT, process=process, name=f"geth of node {node['number']}")
         if process.poll() is not None or listens_on(process.pid, node["http_port"]) is False:
             raise NetworkError(f"port {node['http_port']} is answered by another process, not node {node['number']}'s geth")
+    except DevnetError as exc:
+        process.kill()
+        process.wait()
+        # `up` removes the folder on failure, geth.log with it: say here what geth said last
+        raise NetworkError(f"{exc}; the end of its geth.log:\n{_log_tail(Path(node['dir']) / 'geth.log')}") from None
     except BaseException:
         process.kill()
         process.wait()
         raise
     return process.pid
+
+
+def _log_tail(path: Path, lines: int = 12) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(unreadable: {exc.strerror})"
 
 
 def stop_process(pid: int) -> None:
