@@ -9,7 +9,8 @@
 #   make invariants the long forge invariant campaign (test/forge; `make test` runs a short one)
 #   make model      a long campaign of the Hypothesis model of suite v2 (tests/contracts/test_model.py)
 #   make lint       Slither over contracts/ with the build settings; fails on untriaged findings
-#   make demo       the demo story (scripts/demo.py) on a devnet at PORT (default 8545)
+#   make demo       the demo story (scripts/demo.py) on a devnet at PORT (default 8545); NETWORK=consortium
+#                   plays it on the 4-validator geth Clique network instead (builds the engine first)
 #   make ape-setup  optional Ape toolchain in .venv-ape (requirements-ape.lock); then use tools/ape
 #   make clean      remove caches and build outputs (not the venvs: `make distclean` does that)
 
@@ -17,6 +18,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 PYTHON ?= python3
 PORT ?= 8545
+NETWORK ?= anvil
 VENV := .venv
 APE_VENV := .venv-ape
 NPM_STAMP := node_modules/.shipledger-npm-ci
@@ -101,8 +103,9 @@ model: setup
 lint: setup
 	$(VENV)/bin/python scripts/slither_check.py
 
-demo: setup
-	$(VENV)/bin/python scripts/demo.py --port $(PORT)
+# NETWORK=anvil (the devnet) or consortium (`network up`: needs the engine); demo.py refuses other names.
+demo: setup $(if $(filter consortium,$(NETWORK)),engine)
+	$(VENV)/bin/python scripts/demo.py --network $(NETWORK) --port $(PORT)
 
 ape-setup: setup $(APE_VENV)/.installed
 

@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""`make demo`: a release story played on the embedded devnet, told in plain sentences.
+"""`make demo`: a release story played on a chain, told in plain sentences.
 
-The devnet starts with a consortium of three organisations governed 2 of 3 (a weakening change waits
-60 s) and a starting policy set in its bootstrap. acme's steward proposes a tighter policy and
-globex's approves it: it executes at once. v1 is registered and denied, approved by two
+`--network anvil` (the default) plays it on the embedded devnet: a consortium of three organisations
+(acme, globex, initech) governed 2 of 3, a weakening change waits 60 s, and the starting policy is set
+in its bootstrap. `--network consortium` (`make demo NETWORK=consortium`) plays it on the consortium
+network of `shipledger network up`: 4 geth Clique validators, one per organisation (org1..org4),
+governed 3 of 4, with 1 s blocks. A real chain's clock cannot be moved, so there the starting policy
+goes through governance with a 10 s delay that the demo waits out for real. (The issue called this
+network qbft; GoQuorum cannot be built here, so the engine is Clique and the name is consortium.)
+
+The story, in the devnet's names: acme's steward proposes a tighter policy and globex's approves it
+(on the consortium org2's and org3's): it executes at once. v1 is registered and denied, approved by two
 organisations (one approval signed offline and submitted by someone else), rolled out 10% -> 50% ->
 100% with canary verdicts; v2 goes the same way; a severity-1 incident freezes v3 and initech vetoes
 it, v2 is rolled back to v1. Then the one-key attack on suite v1 is replayed step by step, and each
 step is refused. Responders of two organisations lift the freeze. Then the rollout controller takes over: v3 rolls out judged by the canary judge and
 completes, v4's canary is sick and is rolled back on its own with an incident opened. Compliance
-closes the story from the index: trace, audit, a verified export and the DORA report. The devnet
+closes the story from the index: trace, audit, a verified export and the DORA report. The chain
 stays up afterwards for the CLI to explore, and so does the web app (`shipledger serve`) on it: the
 demo ends by printing its URL.
 """
@@ -45,6 +52,10 @@ WEEK = 7 * 86400
 STARTING_POLICY = dict(threshold=2, min_organisations=2, ttl=WEEK, freeze_severity=2, resolve_quorum=1)
 TIGHTER_POLICY = {**STARTING_POLICY, "ttl": 3 * 86400, "resolve_quorum": 2}
 DEPLOYER_INDEX = 2  # DEV_ROLES: the deployer, in acme; the demo's bootstrap also makes it a responder
+NETWORKS = ("anvil", "consortium")
+# Seconds a weakening change waits on the consortium the demo starts: its clock is real, so the demo
+# waits them out (the devnet keeps its 60 s and skips them with evm_increaseTime).
+CONSORTIUM_GOVERNANCE_DELAY = 10
 
 
 def say(text: str) -> None:
@@ -91,9 +102,10 @@ def send(ledger: Ledger, fn):
 
 
 def starting_point(url: str, state: dict, service: str, stewards: list[Ledger], outsider: Ledger) -> None:
-    """A devnet this demo did not start (or one an earlier demo used up) lacks the starting policy
-    for `service`, or the deployer's RESPONDER role: the stewards propose them. Both weaken, so they
-    wait the governance delay, which this dev chain's clock skips (evm_increaseTime)."""
+    """A chain whose bootstrap did not set them (the consortium, a devnet this demo did not start, one
+    an earlier demo used up) lacks the starting policy for `service`, or the deployer's RESPONDER
+    role: the stewards of K organisations propose and approve them. Both weaken, so they wait the
+    governance delay: the devnet's clock skips it (evm_increaseTime), the consortium's is waited out."""
     deployer = state["accounts"]["deployer"]["address"]
     changes = []
     if stewards[0].policy(service, ENV) is None:
@@ -102,43 +114,98 @@ def starting_point(url: str, state: dict, service: str, stewards: list[Ledger], 
         changes.append(stewards[0].change_role(True, "RESPONDER", deployer))
     if not changes:
         return
-    delay = state["governance"]["delay"]
-    say(f"(this devnet lacks the demo's starting point for {service}: acme's and globex's stewards propose and approve "
-        f"it; it weakens, so it waits {delay} s, which the dev chain's clock skips)")
+    delay, needed = state["governance"]["delay"], state["governance"]["organisations_needed"]
+    say(f"(this {state['network_word']} lacks the demo's starting point for {service}: the stewards of "
+        f"{and_list([s['org'] for s in state['accounts']['stewards'][:needed]])} propose and approve it; it weakens, so it waits "
+        f"{delay} s, " + ("for real on this chain)" if state["real_clock"] else "which the dev chain's clock skips)"))
     ids = [stewards[0].propose(change).id for change in changes]
+    executable_at = 0
     for proposal_id in ids:
-        stewards[1].approve_proposal(proposal_id)
-    rpc_call(url, "evm_increaseTime", [delay])
-    rpc_call(url, "evm_mine")
+        for steward in stewards[1:needed]:
+            executable_at = max(executable_at, steward.approve_proposal(proposal_id).executable_at)
+    if state["real_clock"]:
+        from shipledger.network.consortium import wait_for_block_time
+
+        wait_for_block_time(url, executable_at)
+    else:
+        rpc_call(url, "evm_increaseTime", [delay])
+        rpc_call(url, "evm_mine")
     for proposal_id in ids:
         outsider.execute_proposal(proposal_id)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="the shipledger demo on the embedded devnet")
-    parser.add_argument("--port", type=int, default=8545, help="the devnet's loopback port (make demo PORT=...)")
-    port = parser.parse_args().port
-    started = time.monotonic()
-    chapter(f"Starting the devnet (anvil) on port {port} with the shipledger suite and a three-organisation consortium")
-    deployer_address = Account.from_key(dev_private_keys(DEPLOYER_INDEX + 1)[DEPLOYER_INDEX]).address
-    try:
+def and_list(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def start_chain(network: str, port: int) -> dict:
+    """The chain the story plays on, with its accounts: the devnet (anvil) on `port`, or the
+    consortium network, the one `shipledger network up` already runs from .shipledger/network if any
+    (state["reused"] says which). state["real_clock"]: the chain's time cannot be moved (geth), so a
+    governance delay is waited out rather than skipped."""
+    if network == "anvil":
+        chapter(f"Starting the devnet (anvil) on port {port} with the shipledger suite and a three-organisation consortium")
+        deployer_address = Account.from_key(dev_private_keys(DEPLOYER_INDEX + 1)[DEPLOYER_INDEX]).address
         state = devnet_up(port=port, policies=((SERVICE, ENV, STARTING_POLICY),),
                           roles=(("RESPONDER", "", deployer_address),))
-    except ShipledgerError as exc:  # port taken, a devnet on another port, no anvil: say so, no traceback
+        return {**state, "network": network, "network_word": "devnet", "down": "devnet down", "real_clock": False}
+    from shipledger.network.consortium import NetworkError, NetworkPlan, network_up, running_network
+
+    chapter("Starting the consortium network (`shipledger network up`: geth Clique, one validator per organisation) "
+            "with the shipledger suite")
+    try:
+        state = {**running_network(), "reused": True}
+    except NetworkError:  # none runs: start one (a broken folder is reported by network_up)
+        state = {**network_up(NetworkPlan(governance_delay=CONSORTIUM_GOVERNANCE_DELAY)), "reused": False}
+    return {**state, "network": network, "network_word": "network", "down": "network down",
+            "real_clock": state["engine"] == "clique"}  # `network up --engine anvil` runs anvil's clock
+
+
+def network_name(text: str) -> str:
+    """An argparse type: the chains the demo plays on. qbft, the issue's name, is refused with why:
+    one name for one thing."""
+    if text == "qbft":
+        raise argparse.ArgumentTypeError("qbft: the consortium engine here is geth Clique (GoQuorum cannot be built: "
+                                         "the Go module proxy answers 403); use --network consortium")
+    if text not in NETWORKS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a network: use one of {', '.join(NETWORKS)}")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the shipledger demo on the embedded devnet or the consortium network")
+    parser.add_argument("--network", type=network_name, default="anvil",
+                        help="anvil (the devnet, default) or consortium (4 geth Clique validators; needs `make engine`)")
+    parser.add_argument("--port", type=int, default=8545, help="the devnet's loopback port (make demo PORT=...; anvil only)")
+    args = parser.parse_args()
+    started = time.monotonic()
+    try:
+        state = start_chain(args.network, args.port)
+    except ShipledgerError as exc:  # port taken, a devnet on another port, no anvil or geth: say so, no traceback
         sys.exit(f"demo: {exc}")
     if state["reused"]:
-        say("(the devnet already running on that port, reused)")
+        say(f"(the {state['network_word']} already running " + ("on that port" if args.network == "anvil" else "from .shipledger/network")
+            + ", reused)")
     url, book, accounts = state["rpc_url"], state["deployment"], state["accounts"]
     as_key = lambda part: Ledger.connect(url, book, signer=part["private_key"])  # noqa: E731
     registrar = as_key(accounts["registrar"])
     deployer, responder = as_key(accounts["deployer"]), as_key(accounts["responder"])
-    acme, globex, initech = (as_key(a) for a in accounts["approvers"])
+    approvers = [as_key(a) for a in accounts["approvers"]]  # one per organisation, in the organisations' order
     stewards = [as_key(a) for a in accounts["stewards"]]
     outsider = as_key(accounts["outsider"])
+    orgs = [a["org"] for a in accounts["approvers"]]  # acme, globex, initech on the devnet; org1..org4 on the consortium
     governance = state["governance"]
+    needed = governance["organisations_needed"]
     say(f"chain {state['chain_id']} at {url}; address book {book}")
+    if args.network == "consortium":
+        sealing = (f"{len(state['nodes'])} validators sealing a block every {state['block_period']} s" if state["real_clock"]
+                   else "one anvil (`network up --engine anvil`) mining on demand")
+        say(f"{sealing} for the organisations {', '.join(orgs)}")
+    if len(orgs) < 3:  # a network someone started with fewer: the story needs an approver and a steward in a third
+        sys.exit(f"demo: this {state['network_word']} has {len(orgs)} organisations and the story needs 3 or more: "
+                 f"stop it with `shipledger {state['down']}`")
     say(f"governance: any change to organisations, roles or policies needs the stewards of "
-        f"{governance['organisations_needed']} of the 3 organisations; one that weakens anything also waits "
+        f"{needed} of the {len(orgs)} organisations; one that weakens anything also waits "
         f"{governance['delay']} s, during which any organisation can cancel it. The deploying key holds no role.")
 
     service = fresh_service(registrar)
@@ -148,11 +215,13 @@ def main() -> None:
 
     chapter("Governance: a steward tightens the policy")
     proposal = stewards[0].set_policy(service, ENV, **TIGHTER_POLICY)
-    say(f"acme's steward proposes: approvals valid 3 days, and lifting a freeze needs responders of 2 organisations "
+    say(f"{orgs[0]}'s steward proposes: approvals valid 3 days, and lifting a freeze needs responders of 2 organisations "
         f"(proposal {proposal.id}: {proposal.approvals} of {proposal.needed} organisations, {proposal.state})")
-    proposal = stewards[1].approve_proposal(proposal.id)
+    for steward in stewards[1:needed]:
+        proposal = steward.approve_proposal(proposal.id)
     policy = registrar.policy(service, ENV)
-    say(f"globex's steward approves: it only tightens, so it executed at once ({proposal.state}; policy version "
+    approving = f"{orgs[1]}'s steward approves" if needed == 2 else f"the stewards of {and_list(orgs[1:needed])} approve"
+    say(f"{approving}: it only tightens, so it executed at once ({proposal.state}; policy version "
         f"{policy.version}, ttl {policy.ttl // 86400} days, resolve quorum {policy.resolve_quorum})")
 
     workdir = Path(tempfile.mkdtemp(prefix="shipledger-demo-"))
@@ -175,17 +244,17 @@ def main() -> None:
 
     def approve(digest: str, version: str) -> None:
         # valid one day: the registry refuses a deadline beyond the policy's ttl (3 days) after signing
-        signed = globex.sign_approval(digest, service, ENV, deadline=int(time.time()) + 86400)
-        say(f"globex's approver signed an EIP-712 approval offline (nonce {str(signed.nonce)[:8]}..., valid 1 day, "
+        signed = approvers[1].sign_approval(digest, service, ENV, deadline=int(time.time()) + 86400)
+        say(f"{orgs[1]}'s approver signed an EIP-712 approval offline (nonce {str(signed.nonce)[:8]}..., valid 1 day, "
             "no RPC needed)")
         # Signed first: the block of this transaction is then no older than the signature, so the
         # submission below is estimated (and mined) as a vote, never as one "signed in the future".
-        acme.approve(digest, service, ENV, comment=f"{version} reviewed")
-        say(f"acme's approver approved {version} with a transaction from their wallet")
+        approvers[0].approve(digest, service, ENV, comment=f"{version} reviewed")
+        say(f"{orgs[0]}'s approver approved {version} with a transaction from their wallet")
         _, skipped = outsider.submit_approvals([signed])
         if skipped:
             sys.exit(f"demo: the signed approval was skipped: {skipped}")
-        say("an account with no role submitted globex's signature; the contract checked it")
+        say(f"an account with no role submitted {orgs[1]}'s signature; the contract checked it")
 
     def roll_out(digest: str, version: str) -> int:
         deployment = deployer.start_deployment(digest, service, ENV, percent=10)
@@ -207,14 +276,14 @@ def main() -> None:
         deployments[version] = roll_out(digest, version)
         deployments_digest[version] = digest
 
-    chapter("An incident freezes the next release, and initech vetoes it")
+    chapter(f"An incident freezes the next release, and {orgs[2]} vetoes it")
     v3 = release("3.0.0")
     approve(v3, "3.0.0")
     incident = responder.open_incident(service, ENV, 1, "checkout errors up 40% after 2.0.0",
                                        suspects=[deployments["2.0.0"]])
-    say(f"on-call (globex) opened incident {incident} (severity 1) naming deployment {deployments['2.0.0']} as suspect")
-    initech.reject(v3, service, ENV, "3.0.0 ships the same pool change; wait for the postmortem")
-    say("initech's approver rejected 3.0.0: a veto, until withdrawn")
+    say(f"on-call ({accounts['responder']['org']}) opened incident {incident} (severity 1) naming deployment {deployments['2.0.0']} as suspect")
+    approvers[2].reject(v3, service, ENV, "3.0.0 ships the same pool change; wait for the postmortem")
+    say(f"{orgs[2]}'s approver rejected 3.0.0: a veto, until withdrawn")
     restored = deployer.rollback(deployments["2.0.0"], "incident %d" % incident)
     say(f"deployment {deployments['2.0.0']} rolled back: deployment {restored} (1.0.0) is live again")
     responder.acknowledge(incident)
@@ -229,9 +298,10 @@ def main() -> None:
     reg = deployer.registry.functions
     refused("the deployer key", "add a shell organisation", "only governance adds organisations",
             lambda: send(deployer, reg.addOrganisation("shell-1", deployer_key)))
-    refused("acme's steward", "make a globex member an approver", "a steward manages only its own organisation",
+    refused(f"{orgs[0]}'s steward", f"make a member of {accounts['responder']['org']} an approver",
+            "a steward manages only its own organisation",
             lambda: stewards[0].set_approver(accounts["responder"]["address"], True))
-    refused("acme's steward", "remove initech's vetoing approver", "a steward manages only its own organisation",
+    refused(f"{orgs[0]}'s steward", f"remove {orgs[2]}'s vetoing approver", "a steward manages only its own organisation",
             lambda: stewards[0].remove_member(accounts["approvers"][2]["address"]))
     refused("the deployer key", "grant itself REGISTRAR", "nobody holds the admin role: roles are granted by governance",
             lambda: send(deployer, reg.grantRole(role_id("REGISTRAR"), deployer_key)))
@@ -239,18 +309,19 @@ def main() -> None:
     refused("the deployer key", "lower the policy to 1 approval", "only governance sets policies",
             lambda: send(deployer, reg.setPolicy(service, ENV, policy_input(service, ENV, **weaker))))
     lower = stewards[0].set_policy(service, ENV, **weaker)
-    lower = stewards[1].approve_proposal(lower.id)
-    say(f"acme's steward proposes 1 approval and globex's agrees: it weakens, so proposal {lower.id} is {lower.state}, "
-        f"executable only after {governance['delay']} s")
-    stewards[2].cancel_proposal(lower.id)
-    say(f"initech's steward cancels it: one organisation is enough to stop a weakening change "
+    for steward in stewards[1:needed]:
+        lower = steward.approve_proposal(lower.id)
+    say(f"{orgs[0]}'s steward proposes 1 approval and {and_list(orgs[1:needed])} agree{'s' if needed == 2 else ''}: "
+        f"it weakens, so proposal {lower.id} is {lower.state}, executable only after {governance['delay']} s")
+    stewards[needed].cancel_proposal(lower.id)  # an organisation that did not approve it
+    say(f"{orgs[needed]}'s steward cancels it: one organisation is enough to stop a weakening change "
         f"(proposal {lower.id} {registrar.proposal(lower.id).state}; policy version {registrar.policy(service, ENV).version})")
     alone = responder.resolve(incident)
     frozen = registrar.open_incident_counts(service, ENV)[1]
-    say(f"globex's responder resolves incident {incident} alone: {alone.organisations} of {alone.needed} organisations, "
+    say(f"{accounts['responder']['org']}'s responder resolves incident {incident} alone: {alone.organisations} of {alone.needed} organisations, "
         f"so it stays open ({frozen} severity-1 incident open) and the freeze stays until a responder of another "
         "organisation agrees")
-    refused("globex's responder", "resolve it a second time", "each organisation counts once",
+    refused(f"{accounts['responder']['org']}'s responder", "resolve it a second time", "each organisation counts once",
             lambda: responder.resolve(incident))
     refused("the deployer key", "start 3.0.0", "the gate still says no", lambda: deployer.start_deployment(v3, service, ENV))
 
@@ -258,14 +329,14 @@ def main() -> None:
     postmortem = workdir / "postmortem.md"
     postmortem.write_text("# Checkout errors\nCause: connection pool size halved in 2.0.0.\n")
     done = deployer.resolve(incident, digest_path(postmortem), "https://wiki.local/postmortems/checkout-errors")
-    say(f"acme's on-call resolves it too, with the postmortem: {done.organisations} of {done.needed} organisations, "
+    say(f"{accounts['deployer']['org']}'s on-call resolves it too, with the postmortem: {done.organisations} of {done.needed} organisations, "
         f"{'resolved' if done.resolved else 'still open'}")
-    initech.withdraw(v3, service, ENV)
-    say("initech's approver read the postmortem and withdrew the veto")
+    approvers[2].withdraw(v3, service, ENV)
+    say(f"{orgs[2]}'s approver read the postmortem and withdrew the veto")
     gate(v3, "3.0.0")
 
     chapter("The rollout controller takes over: each step judged against the baseline")
-    say("the deployer's account also holds RESPONDER (from the bootstrap), so the controller opens an incident on a bad canary")
+    say("the deployer's account also holds RESPONDER (granted at the start), so the controller opens an incident on a bad canary")
     cli = Cli(url, book, accounts["deployer"]["private_key"])
     samples = SampleSource(workdir)
     config = samples.config()
@@ -311,9 +382,9 @@ def main() -> None:
     sys.stdout.flush()
     cli.run("history", "--service", service, *db)
     web = web_app(url, book, accounts["outsider"]["private_key"])
-    print(f"\nDone in {time.monotonic() - started:.1f}s. The devnet is still running: try "
-          f"`.venv/bin/shipledger status {service} {ENV}`, or stop it with `.venv/bin/shipledger devnet down`.")
-    print(f"The web app for this devnet: {web['url']} (Inbox, History, Status, Governance, Compliance; relay on). "
+    print(f"\nDone in {time.monotonic() - started:.1f}s. The {state['network_word']} is still running: try "
+          f"`.venv/bin/shipledger status {service} {ENV}`, or stop it with `.venv/bin/shipledger {state['down']}`.")
+    print(f"The web app for this {state['network_word']}: {web['url']} (Inbox, History, Status, Governance, Compliance; relay on). "
           f"Stop it with `kill {web['pid']}`.", flush=True)
 
 

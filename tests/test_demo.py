@@ -72,3 +72,12 @@ def test_demo_plays_on_a_fresh_devnet_and_again_on_the_same_one(tmp_path):
         assert out.rstrip().splitlines()[-1].startswith(f"The web app for this devnet: {web['url']} ")
     assert "lacks the demo's starting point" not in first  # the bootstrap set it
     assert "lacks the demo's starting point for payments-2" in second
+
+
+def test_demo_refuses_the_name_qbft_and_names_consortium(tmp_path):
+    """The issue's NETWORK=qbft is not a second name for the Clique consortium: refused (exit 2)
+    before any chain starts, saying which name to use."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--network", "qbft"], cwd=tmp_path,
+                          env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "use --network consortium" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / ".shipledger").exists() and not (tmp_path / "deployments").exists()

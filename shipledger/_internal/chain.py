@@ -38,6 +38,7 @@ RECEIPT_POLL = 0.1  # seconds between receipt polls
 SUPERSEDED_AFTER = 1.0  # seconds without a receipt before checking whether another transaction took our nonce
 GAS_MARGIN = 1.25  # estimates are exact for the state they ran on; leave room for state changes
 RPC_TIMEOUT = 15  # seconds per JSON-RPC request
+HEAD_CATCH_UP = 10.0  # seconds a receipt waits for the head to reach its block (two blocks of a 5 s chain)
 
 
 def connect(rpc_url: str | list[str], timeout: float | None = None) -> Web3:
@@ -413,6 +414,7 @@ class TxSender:
         with key_lock(self.chain_id, self.address):
             self._journal.forget(tx_hash)
         self.saw_block(receipt.blockNumber)
+        self._head_reaches(receipt.blockNumber)
         if receipt.status != 1:
             where = f"transaction {tx_hash} reverted in block {receipt.blockNumber}"
             if fn is None and not receipt.get("revertReason"):
@@ -420,6 +422,15 @@ class TxSender:
             raise reverted_because(receipt, where, lambda block: self._replay(fn, block),
                                    lambda: self.w3.eth.get_block_transaction_count(receipt.blockNumber))
         return TxReceipt(tx_hash=tx_hash, block_number=receipt.blockNumber, gas_used=receipt.gasUsed)
+
+    def _head_reaches(self, number: int) -> None:
+        """Wait (at most HEAD_CATCH_UP) until the node's newest block is `number`, so the caller's next
+        call or estimate at "latest" sees this transaction. geth answers a receipt a moment before its
+        block becomes the head: a probe on the consortium saw 5 of 40 receipts first, and the demo's next
+        estimate ran on the block before (UnknownDeployment for the deployment just started)."""
+        deadline = time.monotonic() + HEAD_CATCH_UP
+        while self.w3.eth.block_number < number and time.monotonic() < deadline:
+            time.sleep(RECEIPT_POLL)
 
     def _replay(self, fn, block: int) -> ShipledgerError | None:
         """The decoded error of fn called at `block`, None if the call succeeds."""

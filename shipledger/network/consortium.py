@@ -262,6 +262,16 @@ def peers(url: str) -> int:
     return int(rpc_call(url, "net_peerCount"), 16)
 
 
+def wait_for_block_time(url: str, timestamp: int) -> None:
+    """Wait until the chain at url has sealed a block at unix time `timestamp` or later. A real
+    chain's clock cannot be moved (anvil's evm_increaseTime): a governance delay is waited out."""
+    deadline = time.monotonic() + max(timestamp - time.time(), 0) + START_TIMEOUT
+    while int(rpc_call(url, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16) < timestamp:
+        if time.monotonic() > deadline:
+            raise NetworkError(f"no block at unix time {timestamp} or later from {url}: is the chain sealing?")
+        time.sleep(0.5)
+
+
 # ---------------------------------------------------------------------- state
 
 def _read_state(directory: Path) -> dict | None:

@@ -219,6 +219,38 @@ def test_a_revert_among_other_transactions_of_its_block_says_it_cannot_know(dn):
         sender.wait(hashes[1], second)
 
 
+def test_after_a_receipt_the_next_estimate_waits_for_the_head_to_reach_its_block(dn):
+    """geth answers a receipt a moment before its block is the head: "latest" is still the block before.
+    The proxy plays that window after the registration's receipt (eth_blockNumber one block behind
+    once, calls and estimates at "latest" run on that block until the head is seen); the attestation
+    sent next must be estimated where the artifact exists, not fail with ArtifactNotFound."""
+    window = {"armed": False, "before": None}
+
+    def lag_head(method, params, result):
+        if method == "eth_getTransactionReceipt" and result and window["armed"]:
+            window.update(armed=False, before=int(result["blockNumber"], 16) - 1)
+        elif method == "eth_blockNumber" and window["before"] is not None:
+            result, window["before"] = hex(window["before"]), None  # the head moves on after this answer
+        return result
+
+    def at_the_block_before(call):
+        if call["method"] in ("eth_call", "eth_estimateGas") and window["before"] is not None:
+            call = {**call, "params": [call["params"][0], hex(window["before"])]}
+        return call
+
+    proxy = RpcProxy(dn.rpc_url, lag_head, before=at_the_block_before)
+    try:
+        through, service = Ledger.connect(proxy.url, dn.book, dn.key("registrar")), unique()
+        digest = "sha256:" + uuid.uuid4().hex * 2
+        window["armed"] = True
+        through.register(ArtifactSpec(digest=digest, service=service, version="1"))
+        through.attest(digest, service, "slsa", "sha256:" + uuid.uuid4().hex * 2)
+        assert window == {"armed": False, "before": None}  # the window was played, and closed by a head poll
+        assert through.attestation_of(digest, service, "slsa") is not None
+    finally:
+        proxy.stop()
+
+
 # ---------------------------------------------------------------------- 5. several endpoints
 
 @pytest.fixture
