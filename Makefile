@@ -81,8 +81,11 @@ engine:
 	fi
 	@echo $(abspath $(ENGINE))
 
+# Two workers, each taking whole test files (--dist loadfile: a file's fixtures, its devnet or its
+# consortium network, stay in one process). Most tests wait on a node or a browser, so two workers on 2
+# cores took the suite from 39 min 53 s to 20 min 26 s on a clean clone (2026-12-02).
 test: setup system-deps engine
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 gas: setup
 	$(VENV)/bin/python scripts/gas.py
