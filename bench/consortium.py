@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from _common import SHIPLEDGER, header, median, ms, timed_run
-from gate_vs_cast import ENV, SERVICE, interleaved, line, modes, setup_release
+from gate_vs_cast import ENV, SERVICE, checked_run, interleaved, line, modes, setup_release
 from register_batch import write_batch
 
 BATCH_TARGET = 500.0  # artifacts/s on the consortium (issue 11)
@@ -65,7 +65,7 @@ def finality(info: dict, samples: int) -> list[float]:
 
 def cli_env(info: dict, key: str | None = None) -> dict:
     """The environment a pipeline would give the CLI for this network (no other SHIPLEDGER_ settings)."""
-    env = {k: v for k, v in modes()[0][1].items() if not k.startswith("SHIPLEDGER_")}
+    env = dict(modes()[0][1])  # without the caller's SHIPLEDGER_ settings
     env.update(SHIPLEDGER_RPC_URL=info["rpc_url"], SHIPLEDGER_DEPLOYMENT=info["deployment"])
     if key:
         env["SHIPLEDGER_PRIVATE_KEY"] = key
@@ -77,16 +77,12 @@ def gate_vs_block_number(workdir: Path, info: dict, runs: int, real_clock: bool)
     from shipledger.network.devnet import find_foundry_tool
 
     digest = setup_release(info, real_clock=real_clock)
-    env = cli_env(info)
-    env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")  # cached bytecode, as gate_vs_cast.py's headline
+    env = cli_env(info)  # as gate_vs_cast.py runs it: this environment, with make setup's bytecode
     gate = [SHIPLEDGER, "gate", "--digest", digest, "--service", SERVICE, "--env", ENV, "--json"]
     block_number = [find_foundry_tool("cast"), "block-number", "--rpc-url", info["rpc_url"]]
 
     def run(argv, run_env):
-        seconds, proc = timed_run(argv, cwd=workdir, env=run_env, timeout=60)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {proc.stderr.strip()}")
-        return seconds, proc
+        return checked_run(argv, workdir, run_env)
 
     for _ in range(2):  # warm-up: the bytecode cache, the page cache, the node's first calls
         _, answer = run(gate, env)

@@ -75,6 +75,14 @@ def interleaved(jobs: list[tuple], runs: int, run) -> dict:
     return times
 
 
+def checked_run(argv: list[str], cwd, env: dict) -> tuple[float, object]:
+    """(wall seconds, process) of one run; RuntimeError if it failed, since a failed run's time is no figure."""
+    seconds, proc = timed_run(argv, cwd=cwd, env=env, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {proc.stderr.strip()}")
+    return seconds, proc
+
+
 def line(label: str, values: list[float]) -> None:
     print(f"   {label:34} median {ms(median(values)):>9}   (min {ms(min(values))}, max {ms(max(values))})")
 
@@ -163,10 +171,7 @@ def main() -> int:
             programs[label] = (os.path.join(opts.also_venv, "bin", "shipledger"), os.path.join(opts.also_venv, "bin", "python"))
 
         def run(argv, env):
-            seconds, proc = timed_run(argv, cwd=workdir, env=env, timeout=60)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {proc.stderr.strip()}")
-            return seconds, proc
+            return checked_run(argv, workdir, env)
 
         def gate_for(label):
             return [programs[label][0], *gate_argv[1:]]

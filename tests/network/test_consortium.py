@@ -61,11 +61,14 @@ def heads_advance(net: Consortium, urls, blocks: int = 3) -> None:
     wait_until(f"{blocks} new blocks on {', '.join(urls)}", lambda: all(net.head(u) >= start[u] + blocks for u in urls), 30)
 
 
-def caught_up(net: Consortium, url: str) -> None:
-    """url's node has the block node 1 had when asked, with the same hash (the same chain, not a fork)."""
-    target = net.head(net.info["nodes"][0]["rpc_url"])
-    wait_until(f"{url} reaching block {target}", lambda: net.head(url) >= target, 90)
-    assert net.block_hash(target, url) == net.block_hash(target, net.info["nodes"][0]["rpc_url"])
+def caught_up(net: Consortium, url: str, witness: str | None = None) -> None:
+    """url's node has the block the witness (node 1 unless named) had when asked, with the same hash:
+    the same chain, not a fork. Asked until they agree: two signers may seal one height out of turn,
+    and such a fork at the tip lasts a block or two."""
+    witness = witness or net.info["nodes"][0]["rpc_url"]
+    target = net.head(witness)
+    wait_until(f"{url} holding block {target} as {witness} does",
+               lambda: net.head(url) >= target and net.block_hash(target, url) == net.block_hash(target, witness), 90)
 
 
 # ============================================================================ up and status

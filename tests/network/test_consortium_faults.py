@@ -19,7 +19,7 @@ from eth_utils import keccak
 from shipledger.compliance.index import record_tables
 from shipledger.network.devnet import rpc_call
 from support import CLI, assert_no_traceback, clean_env, digest_for, ok, unique
-from test_consortium import BLOCK_PERIOD, net, wait_until  # noqa: F401 - net: this module's own network
+from test_consortium import BLOCK_PERIOD, caught_up, net, wait_until  # noqa: F401 - net: this module's own network
 
 pytestmark = pytest.mark.consortium
 
@@ -95,7 +95,7 @@ def test_node_restarted_mid_batch_every_artifact_registered_once(net, tmp_path):
         assert proc.returncode == 1 and "run the same command again" in err and first["resume_at"], err
         rerun = ok(net.run("register", "--batch", batch, "--rpc", ",".join(urls), "--json", key=net.key("registrar")))
         assert rerun["registered"] + rerun["already"] == 2000 and rerun["resume_at"] is None, rerun
-    caught_up_with(net, node_url(net, number), witness)
+    caught_up(net, node_url(net, number), witness)
 
     # on the chain: one ArtifactRegistered per digest, read from the restarted node and from another
     for url in (node_url(net, number), witness):
@@ -111,14 +111,6 @@ def test_node_restarted_mid_batch_every_artifact_registered_once(net, tmp_path):
     with sqlite3.connect(db) as index:
         rows = index.execute("SELECT digest, count(*) FROM artifact_registered WHERE service = ? GROUP BY digest", (service,)).fetchall()
     assert len(rows) == 2000 and {count for _, count in rows} == {1}
-
-
-def caught_up_with(net, url: str, witness: str) -> None:
-    """url's node has the block witness's head was, with the same hash. Asked until they agree: two
-    signers may seal the same height out of turn, and such a fork at the tip lasts a block or two."""
-    target = net.head(witness)
-    wait_until(f"{url} holding block {target} as {witness} does",
-               lambda: net.head(url) >= target and net.block_hash(target, url) == net.block_hash(target, witness), 90)
 
 
 # ============================================================================ a Clique reorganisation
@@ -216,7 +208,7 @@ def test_lone_signer_block_is_orphaned_and_the_index_rewinds_it(net, tmp_path):
     # Reconnected, it takes the heavier chain: the block at that height is another one now.
     wait_until("the lone node reorganised", lambda: net.block_hash(orphan, lone_url) != orphan_hash, 60)
     wait_until("every node with its 3 peers again", lambda: all(peers_of(n["rpc_url"]) == 3 for n in net.info["nodes"]), 60)
-    caught_up_with(net, lone_url, others[0])
+    caught_up(net, lone_url, others[0])
     assert net.block_hash(orphan, lone_url) == net.block_hash(orphan, others[0])
     # The orphaned transaction went back to the pool: wait for it to be mined again (it may not be,
     # if a node drops it; then the chain has no such event, and neither must the index).
